@@ -1,0 +1,78 @@
+"""Sampling: temperature, top-k and top-p (nucleus), with or without a KV cache.
+
+With the cache, the prompt is run once (prefill) and each new token costs one
+position's worth of work; without it, every step reruns the whole sequence, which
+is the slow reference the cache is tested against.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick one token id per row of `logits` (B, V); temperature 0 is greedy (argmax)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens ranked above it already reach top_p (the best is always kept)
+        drop = (probs.cumsum(dim=-1) - probs) >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+@torch.no_grad()
+def generate_stream(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                    top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
+                    generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """Yield the new tokens (B, 1) one at a time, for streaming output."""
+    if idx.dim() == 1:
+        idx = idx[None]
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    block_size = model.config.block_size
+    total = idx.shape[1] + max_new_tokens
+    if total > block_size:
+        raise ValueError(f"prompt ({idx.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) = {total} "
+                         f"exceeds the model's block_size {block_size}; shorten one of them")
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_kv_cache(max_len=total) if use_cache else None
+        seq, step_input = idx, idx
+        for _ in range(max_new_tokens):
+            logits = model(step_input if use_cache else seq, kv_cache=cache).logits[:, -1, :]
+            nxt = sample_next(logits, temperature, top_k, top_p, generator)
+            seq = torch.cat([seq, nxt], dim=1)
+            step_input = nxt
+            yield nxt
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """The prompt followed by `max_new_tokens` sampled tokens: (B, T + max_new_tokens)."""
+    if idx.dim() == 1:
+        idx = idx[None]
+    new = list(generate_stream(model, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator))
+    return torch.cat([idx, *new], dim=1)

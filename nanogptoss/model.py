@@ -1,0 +1,222 @@
+"""The decoder: GPT-2 at one end, GPT-OSS at the other, every step in between valid.
+
+    tokens -> embedding (+ learned positions) -> N x TransformerBlock -> norm -> unembedding
+
+and each TransformerBlock is
+
+    x = x + Attention(Norm(x))
+    x = x + FeedForward(Norm(x))
+
+The config decides which norm, which positions, which attention and which
+feed-forward; `GPT2` and `GPTOSS` are the same class with the two end configs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import AttentionBlock
+from .config import GPTConfig, GPT2Config, GPTOSSConfig
+from .kv_cache import KVCache
+from .mlp import MLP
+from .moe import Experts, MLPBlock
+from .rmsnorm import RMSNorm
+from .rope import RotaryEmbedding
+from .router import Router, load_balancing_loss
+from .swiglu import SwiGLUMLP
+
+
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, vocab_size)
+    loss: torch.Tensor | None  # mean cross-entropy in nats/token, when targets are given
+    aux_loss: torch.Tensor | None  # router_aux_loss_coef x load-balancing loss, when enabled
+
+    @property
+    def objective(self) -> torch.Tensor:
+        """What training minimises: the cross-entropy plus the weighted auxiliary loss."""
+        return self.loss if self.aux_loss is None else self.loss + self.aux_loss
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.d_model, eps=config.norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)
+
+
+def make_feed_forward(config: GPTConfig) -> nn.Module:
+    if config.is_moe:
+        return MLPBlock(config)
+    return SwiGLUMLP(config) if config.ffn == "swiglu" else MLP(config)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.attn_norm = make_norm(config)
+        self.attn = AttentionBlock(config, layer_idx)
+        self.mlp_norm = make_norm(config)
+        self.mlp = make_feed_forward(config)
+
+    def forward(self, x, positions, rope=None, cache=None):
+        x = x + self.attn(self.attn_norm(x), positions, rope, cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"expected a GPTConfig, got {type(config).__name__}")
+        config.validate()  # fields may have been assigned after construction
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_embedding = nn.Embedding(config.block_size, config.d_model) if config.pos == "learned" else None
+        self.rope = RotaryEmbedding.from_config(config) if config.pos == "rope" else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(config, i) for i in range(config.n_layer))
+        self.norm = make_norm(config)
+        self.unembedding = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.unembedding.weight = self.embedding.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.init_std
+        # GPT-2: residual projections scaled down so the residual stream's variance
+        # does not grow with depth
+        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, std)
+        elif isinstance(module, Router):
+            nn.init.normal_(module.weight, 0.0, std)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, Experts):
+            nn.init.normal_(module.gate_up_proj, 0.0, std)
+            nn.init.zeros_(module.gate_up_proj_bias)
+            nn.init.normal_(module.down_proj, 0.0, residual_std)
+            nn.init.zeros_(module.down_proj_bias)
+        elif isinstance(module, AttentionBlock):
+            nn.init.normal_(module.o_proj.weight, 0.0, residual_std)
+        elif isinstance(module, (MLP, SwiGLUMLP)):
+            nn.init.normal_(module.down_proj.weight, 0.0, residual_std)
+
+    # -- forward --------------------------------------------------------------
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None) -> ModelOutput:
+        """Logits for token ids `idx` (B, T); with `targets` (B, T), the mean cross-entropy.
+
+        Targets equal to -100 are ignored. With a `kv_cache`, `idx` continues the
+        sequence the cache holds and positions count on from there.
+        """
+        self._check_input(idx, targets, kv_cache)
+        start = kv_cache.pos if kv_cache is not None else 0
+        T = idx.shape[1]
+        positions = torch.arange(start, start + T, device=idx.device)
+        x = self.embedding(idx)
+        if self.pos_embedding is not None:
+            x = x + self.pos_embedding(positions)
+        x = self.dropout(x)
+        rope = self.rope(positions) if self.rope is not None else None
+        for i, block in enumerate(self.blocks):
+            x = block(x, positions, rope, kv_cache.layers[i] if kv_cache is not None else None)
+        logits = self.unembedding(self.norm(x))
+        if kv_cache is not None:
+            kv_cache.pos += T
+
+        loss = aux_loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1),
+                                   ignore_index=-100)
+            if self.config.router_aux_loss_coef > 0:
+                aux_loss = self.config.router_aux_loss_coef * load_balancing_loss(
+                    self.router_logits(), self.config.n_experts, self.config.top_k)
+        return ModelOutput(logits, loss, aux_loss)
+
+    def _check_input(self, idx, targets, kv_cache) -> None:
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+            got = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise ValueError(f"idx must be a (batch, time) tensor of token ids, got {got}; "
+                             "add a batch dimension with idx[None] for a single sequence")
+        if idx.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
+            raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        T = idx.shape[1]
+        if T == 0:
+            raise ValueError("idx is empty: give at least one token")
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > self.config.block_size:
+            where = f"{start} cached + {T} new" if kv_cache is not None else f"{T}"
+            raise ValueError(f"sequence of length {where} exceeds block_size {self.config.block_size}; "
+                             "crop the input or use a config with a larger block_size")
+        if kv_cache is not None and start + T > kv_cache.max_len:
+            raise ValueError(f"the KV cache holds at most {kv_cache.max_len} positions; "
+                             f"{start} cached + {T} new do not fit")
+        if not torch.compiler.is_compiling():
+            lo, hi = int(idx.min()), int(idx.max())
+            if lo < 0 or hi >= self.config.vocab_size:
+                raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got range "
+                                 f"[{lo}, {hi}]; does the tokenizer match the model's vocab_size?")
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, "
+                             f"got {tuple(targets.shape)}")
+
+    # -- MoE introspection ----------------------------------------------------
+    def moe_blocks(self) -> list[MLPBlock]:
+        return [b.mlp for b in self.blocks if isinstance(b.mlp, MLPBlock)]
+
+    def router_logits(self) -> list[torch.Tensor]:
+        """Each MoE layer's router logits (N, E) from the last forward pass."""
+        return [m.last_routing.logits for m in self.moe_blocks() if m.last_routing is not None]
+
+    def expert_counts(self) -> torch.Tensor:
+        """(n_moe_layers, E) token-slot counts per expert from the last forward pass."""
+        from .router import expert_counts
+        return torch.stack([expert_counts(m.last_routing.indices, self.config.n_experts)
+                            for m in self.moe_blocks()])
+
+    # -- generation and checkpoints -------------------------------------------
+    def new_kv_cache(self, max_len: int | None = None) -> KVCache:
+        return KVCache(self.config, max_len)
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, use_cache: bool = True, generator=None) -> torch.Tensor:
+        """Continue `idx` (B, T) by `max_new_tokens` sampled tokens (temperature 0: greedy)."""
+        from .generate import generate
+        return generate(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator)
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs) -> "GPT":
+        """Load a Hugging Face-format gpt-oss checkpoint (config.json + *.safetensors)."""
+        from .pretrained import from_pretrained
+        return from_pretrained(path, **kwargs)
+
+    def save_pretrained(self, path) -> None:
+        """Write a Hugging Face-format checkpoint that transformers' GptOssForCausalLM loads."""
+        from .pretrained import save_pretrained
+        save_pretrained(self, path)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class GPT2(GPT):
+    """The baseline: `GPT(GPT2Config())` unless given another config."""
+
+    def __init__(self, config: GPTConfig | None = None):
+        super().__init__(GPT2Config() if config is None else config)
+
+
+class GPTOSS(GPT):
+    """The gpt-oss architecture: `GPT(GPTOSSConfig())` unless given another config."""
+
+    def __init__(self, config: GPTConfig | None = None):
+        super().__init__(GPTOSSConfig() if config is None else config)

@@ -1,0 +1,78 @@
+"""Parameter and FLOP counts, from the config alone (no weights allocated).
+
+"Active" parameters are those one token actually uses: only k of the E experts,
+and, following the official gpt-oss counts, not the input embedding (a lookup,
+not a matrix multiply) but the output unembedding.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .config import GPTConfig
+
+
+class ParameterCount(NamedTuple):
+    total: int
+    active: int
+    embedding: int  # input token (+ position) embeddings
+    unembedding: int  # 0 when tied to the embedding
+    per_layer: int  # total in one transformer block (the same for every block)
+    per_layer_active: int
+
+
+def _linear(n_in: int, n_out: int, bias: bool) -> int:
+    return n_in * n_out + (n_out if bias else 0)
+
+
+def count_parameters(config: GPTConfig) -> ParameterCount:
+    c = config
+    d, H, G, h, f, E = c.d_model, c.n_head, c.kv_heads, c.dim_head, c.hidden, c.n_experts
+    norm = d * (2 if c.norm == "layernorm" and c.bias else 1)
+    attn = (_linear(d, H * h, c.bias) + 2 * _linear(d, G * h, c.bias) + _linear(H * h, d, c.bias)
+            + (H if c.attn_sinks else 0))
+    if c.is_moe:
+        router = _linear(d, E, True)
+        expert = d * 2 * f + 2 * f + f * d + d
+        ffn, ffn_active = router + E * expert, router + c.top_k * expert
+    elif c.ffn == "swiglu":
+        ffn = ffn_active = _linear(d, 2 * f, c.bias) + _linear(f, d, c.bias)
+    else:
+        ffn = ffn_active = _linear(d, f, c.bias) + _linear(f, d, c.bias)
+    per_layer = 2 * norm + attn + ffn
+    per_layer_active = 2 * norm + attn + ffn_active
+    embedding = c.vocab_size * d + (c.block_size * d if c.pos == "learned" else 0)
+    unembedding = 0 if c.tie_embeddings else c.vocab_size * d
+    total = embedding + c.n_layer * per_layer + norm + unembedding
+    # the output projection is active whether or not it shares its matrix with the input
+    active = c.n_layer * per_layer_active + norm + c.vocab_size * d
+    return ParameterCount(total, active, embedding, unembedding, per_layer, per_layer_active)
+
+
+def flops_per_token(config: GPTConfig, seq_len: int | None = None, training: bool = False) -> float:
+    """Matrix-multiply FLOPs for one token (2 per multiply-add).
+
+    The weights give 2 x active parameters; attention adds scores and the weighted
+    sum, 4·H·h per key attended, averaged over a sequence of `seq_len` (default:
+    block_size) with each banded layer capped at its window. Training (forward +
+    backward) is 3x the forward.
+    """
+    c = config
+    T = c.block_size if seq_len is None else seq_len
+    weights = 2 * (count_parameters(c).active - c.n_layer * (c.n_head if c.attn_sinks else 0))
+    attention = 0.0
+    for kind in c.layer_types:
+        w = c.sliding_window if kind == "sliding" else T
+        w = min(w, T)
+        # mean over positions t = 1..T of the keys query t sees, min(t, w)
+        keys = (w * (w + 1) / 2 + (T - w) * w) / T
+        attention += 4 * c.n_head * c.dim_head * keys
+    forward = weights + attention
+    return 3 * forward if training else forward
+
+
+def format_count(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))

@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from nanogptoss import GPTOSSConfig
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def tiny_gptoss(**overrides):
+    """A GPT-OSS small enough for a unit test, with a window shorter than the test sequences."""
+    settings = dict(vocab_size=97, block_size=64, n_layer=3, d_model=32, n_head=4, n_kv_head=2,
+                    head_dim=16, n_experts=4, top_k=2, ffn_hidden=24, sliding_window=8)
+    settings.update(overrides)
+    return GPTOSSConfig(**settings)
+
+
+def randomize_(model, std=0.1):
+    """Give every parameter non-trivial random values (norm scales around 1, sinks,
+    biases), so a comparison exercises every term instead of zeros and ones."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or "layernorm" in name:
+                p.copy_(1.0 + 0.5 * torch.randn_like(p))
+            elif p.dim() == 1:
+                p.copy_(0.5 * torch.randn_like(p))
+            else:
+                p.normal_(0.0, std)
+    return model
