@@ -76,3 +76,20 @@ def format_count(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:.2f}{unit}"
     return str(int(n))
+
+
+def preset_table() -> str:
+    """A markdown table of every preset at both ends: total and active parameters, FLOPs/token."""
+    from .config import PRESETS, get_config
+
+    rows = ["| preset | model | layers | d_model | experts (top-k) | total params | active params "
+            "| forward GFLOPs/token @4096 |", "|---|---|---|---|---|---|---|---|"]
+    for name in PRESETS:
+        for model in ("gptoss", "gpt2"):
+            c = get_config(name, model=model)
+            p = count_parameters(c)
+            moe = f"{c.n_experts} ({c.top_k})" if c.is_moe else "dense"
+            gflops = flops_per_token(c, seq_len=min(4096, c.block_size)) / 1e9
+            rows.append(f"| {name} | {model} | {c.n_layer} | {c.d_model} | {moe} | {p.total:,} "
+                        f"({format_count(p.total)}) | {p.active:,} ({format_count(p.active)}) | {gflops:.3f} |")
+    return "\n".join(rows)

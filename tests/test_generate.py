@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from nanogptoss import GPT, GPT2Config, GPTOSS, generate_stream, sample_next
+
+from conftest import randomize_, tiny_gptoss
+
+
+def models():
+    yield "gptoss", randomize_(GPTOSS(tiny_gptoss())).eval()
+    yield "gpt2", randomize_(GPT(GPT2Config(vocab_size=97, block_size=64, n_layer=2, d_model=32, n_head=4))).eval()
+    yield "all-banded", randomize_(GPTOSS(tiny_gptoss(window_pattern="S", n_kv_head=1))).eval()
+
+
+@pytest.mark.parametrize("name, model", list(models()), ids=lambda v: v if isinstance(v, str) else "")
+def test_cached_decoding_gives_the_full_forward_logits(name, model):
+    tokens = torch.randint(0, 97, (3, 30))
+    with torch.no_grad():
+        full = model(tokens).logits
+        for prefill in (1, 5, 12):  # shorter and longer than the window of 8
+            cache = model.new_kv_cache()
+            pieces = [model(tokens[:, :prefill], kv_cache=cache).logits]
+            t = prefill
+            while t < 30:  # decode in chunks of 1 and 3 tokens
+                step = 1 if t % 2 else 3
+                pieces.append(model(tokens[:, t:t + step], kv_cache=cache).logits)
+                t += step
+            torch.testing.assert_close(torch.cat(pieces, 1)[:, :30], full, atol=1e-4, rtol=1e-4)
+
+
+def test_banded_layers_keep_only_the_window():
+    model = GPTOSS(tiny_gptoss()).eval()
+    cache = model.new_kv_cache()
+    with torch.no_grad():
+        model(torch.randint(0, 97, (1, 40)), kv_cache=cache)
+    sizes = [layer.k.shape[2] for layer in cache.layers]
+    assert sizes == [8, 64, 8]  # window 8 on banded layers, the whole context on dense ones
+    assert sorted(cache.layers[0].pos.tolist()) == list(range(32, 40))
+
+
+def test_generate_with_and_without_cache_agree_greedily():
+    model = randomize_(GPTOSS(tiny_gptoss()))
+    prompt = torch.randint(0, 97, (2, 5))
+    with_cache = model.generate(prompt, 30, temperature=0)
+    without = model.generate(prompt, 30, temperature=0, use_cache=False)
+    assert torch.equal(with_cache, without)
+    assert torch.equal(with_cache[:, :5], prompt) and with_cache.shape == (2, 35)
+    # greedy written out
+    seq = prompt
+    for _ in range(30):
+        seq = torch.cat([seq, model(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(seq, with_cache)
+    assert model.training  # generate restores the mode it found
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    model = randomize_(GPTOSS(tiny_gptoss()))
+    prompt = torch.randint(0, 97, (1, 3))
+    a = model.generate(prompt, 20, temperature=1.0, top_k=10, generator=torch.Generator().manual_seed(1))
+    b = model.generate(prompt, 20, temperature=1.0, top_k=10, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_top_k_and_top_p_restrict_the_candidates():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, -1.0]]).repeat(2000, 1)
+    gen = torch.Generator().manual_seed(0)
+    assert set(sample_next(logits, 1.0, top_k=2, generator=gen).flatten().tolist()) == {0, 1}
+    # probabilities are about .64 .23 .09 ...: top_p 0.8 keeps the first two, 0.5 only the first
+    assert set(sample_next(logits, 1.0, top_p=0.8, generator=gen).flatten().tolist()) == {0, 1}
+    assert set(sample_next(logits, 1.0, top_p=0.5, generator=gen).flatten().tolist()) == {0}
+    assert set(sample_next(logits, 1.0, top_k=1, generator=gen).flatten().tolist()) == {0}
+    unrestricted = sample_next(logits, 1.0, generator=gen).flatten()
+    assert len(set(unrestricted.tolist())) >= 5
+    # temperature sharpens: at 0.1 nearly everything is the top token
+    assert (sample_next(logits, 0.1, generator=gen) == 0).float().mean() > 0.99
+
+
+def test_streaming_yields_one_token_at_a_time():
+    model = randomize_(GPTOSS(tiny_gptoss()))
+    prompt = torch.randint(0, 97, (1, 4))
+    pieces = list(generate_stream(model, prompt, 6, temperature=0))
+    assert len(pieces) == 6 and all(p.shape == (1, 1) for p in pieces)
+    assert torch.equal(torch.cat([prompt, *pieces], 1), model.generate(prompt, 6, temperature=0))
+
+
+def test_bad_generation_requests():
+    model = GPTOSS(tiny_gptoss())
+    prompt = torch.zeros(1, 60, dtype=torch.long)
+    with pytest.raises(ValueError, match="exceeds the model's block_size 64"):
+        model.generate(prompt, 10)
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(prompt[:, :3], 2, temperature=-1)
+    with pytest.raises(ValueError, match="top_p"):
+        model.generate(prompt[:, :3], 2, top_p=1.5)
+    cache = model.new_kv_cache(max_len=10)
+    with pytest.raises(ValueError, match="KV cache holds at most 10"):
+        model(torch.zeros(1, 12, dtype=torch.long), kv_cache=cache)
