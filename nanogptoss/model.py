@@ -197,7 +197,7 @@ class GPT(nn.Module):
     def from_pretrained(cls, path, **kwargs) -> "GPT":
         """Load a Hugging Face-format gpt-oss checkpoint (config.json + *.safetensors)."""
         from .pretrained import from_pretrained
-        return from_pretrained(path, **kwargs)
+        return from_pretrained(path, model_class=cls, **kwargs)
 
     def save_pretrained(self, path) -> None:
         """Write a Hugging Face-format checkpoint that transformers' GptOssForCausalLM loads."""

@@ -164,9 +164,15 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def from_pretrained(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="cpu", **overrides):
-    """Build a GPTOSS from a Hugging Face-format gpt-oss checkpoint directory."""
-    from .model import GPT
+def from_pretrained(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="cpu",
+                    model_class=None, **overrides):
+    """Build a GPTOSS from a Hugging Face-format gpt-oss checkpoint directory.
+
+    `overrides` change runtime fields of the config (attn_impl, moe_impl, dropout).
+    """
+    from .model import GPTOSS
+
+    model_class = GPTOSS if model_class is None else model_class
 
     path = Path(path)
     if not (path / "config.json").exists():
@@ -179,8 +185,8 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
                          "nanogptoss loads unquantized checkpoints only")
     if config.tie_embeddings is False and "lm_head.weight" not in tensors:
         raise ValueError("config says untied embeddings but the checkpoint has no lm_head.weight")
-    with torch.device("meta"):
-        model = GPT(config)
+    with torch.device("meta"):  # no memory spent on weights about to be replaced
+        model = model_class(config)
     names = hf_name_map(config)
     missing = [theirs for theirs in names.values() if theirs not in tensors]
     if missing:

@@ -82,7 +82,8 @@ def test_save_pretrained_loads_in_transformers(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(hf(tokens).logits, model(tokens).logits, atol=1e-4, rtol=0)
     # and back again: the same weights, the same config
-    again = from_pretrained(tmp_path)
+    again = GPTOSS.from_pretrained(tmp_path)
+    assert isinstance(again, GPTOSS)
     assert again.config == model.config
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), name
