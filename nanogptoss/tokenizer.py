@@ -1,0 +1,220 @@
+"""Tokenizers: GPT-2's BPE through tiktoken, and small BPEs trained by this project.
+
+Every tokenizer here is a `tiktoken.Encoding`, so the fast Rust encoder does the
+work and the training code, the book and the sampler all share one interface
+(`encode_ordinary`, `decode`, `eot_token`, `n_vocab`).
+
+Why a small BPE at all: on two CPU cores the 50,257-row output layer of GPT-2's
+vocabulary costs several times more than the rest of a tiny model, so CPU
+presets use 4,096 tokens. Two small ones are available:
+
+- "gpt2-4k": the first 4,095 merges of GPT-2's own BPE plus <|endoftext|>. Any
+  prefix of a BPE merge list is itself a valid BPE, so this needs no training
+  data and tokenizes any English text sensibly.
+- a BPE trained on your corpus by `python -m nanogptoss.tokenizer train`, saved
+  in tiktoken's mergeable-ranks format (one "base64(token) rank" line per
+  token) and loaded by giving its path (or a name of a file in
+  `nanogptoss/tokenizers/`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import heapq
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Iterable
+
+import tiktoken
+
+EOT = "<|endoftext|>"
+# GPT-2's pre-tokenization pattern: BPE merges never cross these chunk borders.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+TOKENIZER_DIR = Path(__file__).parent / "tokenizers"
+
+
+class TokenizerUnavailable(RuntimeError):
+    """A tokenizer's files could not be found or downloaded."""
+
+
+def gpt2() -> tiktoken.Encoding:
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as err:  # tiktoken raises requests/urllib errors when offline
+        raise TokenizerUnavailable(
+            "could not load tiktoken's 'gpt2' encoding (it downloads two files on first use). "
+            "Without internet, set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cached gpt2 files; "
+            f"original error: {type(err).__name__}: {err}") from None
+
+
+def gpt2_prefix(n_vocab: int = 4096) -> tiktoken.Encoding:
+    """GPT-2's BPE cut to its first `n_vocab - 1` ranks, plus <|endoftext|> as the last id."""
+    full = gpt2()
+    if not 257 <= n_vocab <= full.n_vocab:
+        raise ValueError(f"n_vocab must be between 257 and {full.n_vocab}, got {n_vocab}")
+    ranks = {token: rank for token, rank in full._mergeable_ranks.items() if rank < n_vocab - 1}
+    return tiktoken.Encoding(name=f"gpt2-{n_vocab // 1024}k", pat_str=full._pat_str,
+                             mergeable_ranks=ranks, special_tokens={EOT: n_vocab - 1})
+
+
+def save_ranks(ranks: dict[bytes, int], path: str | os.PathLike) -> None:
+    """tiktoken's mergeable-ranks format: one `base64(token) rank` line per token, by rank."""
+    lines = [f"{base64.b64encode(tok).decode()} {rank}\n" for tok, rank in sorted(ranks.items(), key=lambda x: x[1])]
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines))
+    os.replace(tmp, path)
+
+
+def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:
+    ranks = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        try:
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok, validate=True)] = int(rank)
+        except ValueError:
+            raise ValueError(f"{path}:{n} is not a 'base64-token rank' line: {line[:60]!r}") from None
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise ValueError(f"{path}: ranks must be 0..{len(ranks) - 1} without gaps or repeats")
+    return ranks
+
+
+def encoding_from_ranks(ranks: dict[bytes, int], name: str) -> tiktoken.Encoding:
+    return tiktoken.Encoding(name=name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={EOT: len(ranks)})
+
+
+def get_tokenizer(name: str = "gpt2") -> tiktoken.Encoding:
+    """"gpt2", "gpt2-4k" (or "gpt2-8k"), a path to a .tiktoken ranks file, or a file name in nanogptoss/tokenizers/."""
+    if name == "gpt2":
+        return gpt2()
+    if name in ("gpt2-4k", "gpt2-8k"):
+        return gpt2_prefix(4096 if name == "gpt2-4k" else 8192)
+    for candidate in (Path(name), TOKENIZER_DIR / name, TOKENIZER_DIR / f"{name}.tiktoken"):
+        if candidate.is_file():
+            return encoding_from_ranks(load_ranks(candidate), candidate.stem)
+    shipped = sorted(p.stem for p in TOKENIZER_DIR.glob("*.tiktoken"))
+    raise ValueError(f"unknown tokenizer {name!r}: use 'gpt2', 'gpt2-4k', 'gpt2-8k', a path to a .tiktoken file"
+                     f"{', or one of ' + ', '.join(shipped) if shipped else ''}; "
+                     "train one with `python -m nanogptoss.tokenizer train`")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training a byte-level BPE. The textbook loop (count pairs, merge the most frequent, repeat)
+# recounts everything per merge; here the pair counts are updated only for the words that
+# contain the merged pair, and a heap with lazy deletion finds the most frequent pair.
+
+def _chunk_counts(texts: Iterable[str]) -> Counter:
+    import regex  # tiktoken depends on it
+
+    pattern = regex.compile(GPT2_PATTERN)
+    counts: Counter = Counter()
+    for text in texts:
+        for part in text.split(EOT):
+            counts.update(pattern.findall(part))
+    return counts
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int = 4096, progress: bool = True) -> dict[bytes, int]:
+    """Mergeable ranks of a byte-level BPE with `vocab_size` ids (the last one is <|endoftext|>).
+
+    Ties between equally frequent pairs go to the smaller pair of ranks, so training is deterministic.
+    """
+    from tqdm.auto import tqdm
+
+    if vocab_size < 257:
+        raise ValueError(f"vocab_size must be at least 257 (256 bytes + <|endoftext|>), got {vocab_size}")
+    ranks = {bytes([b]): b for b in range(256)}
+    token_bytes = [bytes([b]) for b in range(256)]
+    chunks = _chunk_counts(texts)
+    words = [[*chunk.encode("utf-8")] for chunk in chunks]
+    freqs = list(chunks.values())
+    pair_count: defaultdict = defaultdict(int)
+    where: defaultdict = defaultdict(set)  # pair -> indices of words containing it
+    for w, (word, f) in enumerate(zip(words, freqs)):
+        for pair in zip(word, word[1:]):
+            pair_count[pair] += f
+            where[pair].add(w)
+    heap = [(-c, pair) for pair, c in pair_count.items()]
+    heapq.heapify(heap)
+    n_merges = vocab_size - 1 - 256
+    bar = tqdm(total=n_merges, desc="BPE merges", disable=not progress)
+    while len(token_bytes) < vocab_size - 1 and heap:
+        neg, pair = heapq.heappop(heap)
+        if pair_count.get(pair, 0) != -neg or -neg == 0:
+            continue  # stale heap entry
+        new_id = len(token_bytes)
+        token_bytes.append(token_bytes[pair[0]] + token_bytes[pair[1]])
+        if token_bytes[-1] in ranks:  # the same bytes reached by another pair: nothing new to add
+            token_bytes.pop()
+            pair_count[pair] = 0
+            continue
+        ranks[token_bytes[-1]] = new_id
+        changed = set()
+        for w in where.pop(pair):
+            word, f = words[w], freqs[w]
+            for p in zip(word, word[1:]):
+                pair_count[p] -= f
+                changed.add(p)
+            merged, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+                    merged.append(new_id)
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            words[w] = merged
+            for p in zip(merged, merged[1:]):
+                pair_count[p] += f
+                where[p].add(w)
+                changed.add(p)
+        for p in changed:
+            if pair_count[p] > 0:
+                heapq.heappush(heap, (-pair_count[p], p))
+        bar.update(1)
+    bar.close()
+    return ranks
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nanogptoss.tokenizer",
+                                     description="Train a small byte-level BPE and save it in tiktoken's format.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a BPE on a corpus")
+    train.add_argument("--data", default="tinystories",
+                       help="'tinystories' (the Hugging Face dataset, or $NANOGPTOSS_DATA when set), "
+                            "'synthetic', or a local .txt/.jsonl/.parquet file or folder")
+    train.add_argument("--vocab-size", type=int, default=4096, help="ids in all, <|endoftext|> included")
+    train.add_argument("--max-stories", type=int, default=200_000, help="train on at most this many stories")
+    train.add_argument("--out", default=None, help="output .tiktoken file (default: nanogptoss/tokenizers/<name>.tiktoken)")
+    show = sub.add_parser("show", help="tokenize a text with a tokenizer and print the pieces")
+    show.add_argument("--tokenizer", default="gpt2-4k")
+    show.add_argument("text", nargs="?", default="Once upon a time, there was a little girl named Lily.")
+    args = parser.parse_args(argv)
+
+    if args.command == "show":
+        enc = get_tokenizer(args.tokenizer)
+        ids = enc.encode_ordinary(args.text)
+        print(f"{enc.name}: {len(ids)} tokens, vocabulary {enc.n_vocab}")
+        print(" | ".join(enc.decode([i]) for i in ids))
+        return
+
+    from .data import load_texts
+
+    texts = load_texts(args.data, split="train", limit=args.max_stories)
+    ranks = train_bpe(texts, args.vocab_size)
+    name = f"{Path(str(args.data)).stem}-{args.vocab_size // 1024}k"
+    out = Path(args.out) if args.out else TOKENIZER_DIR / f"{name}.tiktoken"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_ranks(ranks, out)
+    enc = encoding_from_ranks(ranks, out.stem)
+    sample = " ".join(texts[:50])
+    print(f"wrote {out} ({len(ranks)} ranks + <|endoftext|>); "
+          f"{len(sample.encode()) / len(enc.encode_ordinary(sample)):.2f} bytes/token on the first 50 stories")
+
+
+if __name__ == "__main__":
+    main()
