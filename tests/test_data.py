@@ -1,0 +1,113 @@
+import importlib.util
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from nanogptoss.data import (DataUnavailable, TokenBatches, bits_per_byte, load_texts, prepare_tokens, read_header,
+                             token_shards)
+from nanogptoss.tokenizer import get_tokenizer
+
+STORIES = [f"Once upon a time, a cat named Tom number {i} found a ball. He was happy. The end." for i in range(200)]
+
+
+@pytest.fixture
+def enc():
+    return get_tokenizer("gpt2-4k")
+
+
+def test_local_formats_and_both_field_names(tmp_path):
+    (tmp_path / "a.txt").write_text("<|endoftext|>".join(STORIES[:3]) + "<|endoftext|>\n")
+    assert load_texts(str(tmp_path / "a.txt"), limit=None, split="train") == STORIES[:2]  # last 5% (>=1) is validation
+    assert load_texts(str(tmp_path / "a.txt"), split="validation") == STORIES[2:3]
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"story": s}) for s in STORIES[:4]))
+    assert load_texts(str(tmp_path / "b.jsonl"), split="train") == STORIES[:3]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    pq.write_table(pa.table({"text": STORIES[:5]}), folder / "train-0.parquet")
+    pq.write_table(pa.table({"text": STORIES[5:7]}), folder / "validation-0.parquet")
+    assert load_texts(str(folder), split="train") == STORIES[:5]
+    assert load_texts(str(folder), split="validation") == STORIES[5:7]
+
+
+def test_records_without_a_text_field_are_refused(tmp_path):
+    (tmp_path / "x.jsonl").write_text(json.dumps({"body": "hi"}))
+    with pytest.raises(DataUnavailable, match="'text' or 'story'"):
+        load_texts(str(tmp_path / "x.jsonl"))
+    with pytest.raises(DataUnavailable, match="does not exist"):
+        load_texts(str(tmp_path / "missing.txt"))
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_hub_unreachable_fails_fast_with_advice(monkeypatch, offline):
+    if importlib.util.find_spec("datasets") is None:
+        pytest.fail("the hub path is part of the product: install `datasets` (requirements.txt)")
+    monkeypatch.delenv("NANOGPTOSS_DATA", raising=False)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:  # no network: a hub address where nothing listens
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    with pytest.raises(DataUnavailable, match="local copy"):
+        load_texts("tinystories")
+    assert time.perf_counter() - start < 10
+
+
+def test_nanogptoss_data_points_tinystories_at_a_local_copy(tmp_path, monkeypatch):
+    (tmp_path / "TinyStories-train.txt").write_text("<|endoftext|>".join(STORIES[:10]))
+    (tmp_path / "TinyStories-valid.txt").write_text("<|endoftext|>".join(STORIES[10:12]))
+    monkeypatch.setenv("NANOGPTOSS_DATA", str(tmp_path))
+    assert load_texts("tinystories", split="validation") == STORIES[10:12]
+    assert load_texts("tinystories", limit=4) == STORIES[:4]
+
+
+def test_shard_is_built_reused_and_rebuilt_when_stale_or_truncated(tmp_path, enc):
+    path = tmp_path / "s.bin"
+    tokens = prepare_tokens(STORIES, enc, path, "src", progress=False)
+    expected = [t for s in STORIES for t in enc.encode_ordinary(s) + [enc.eot_token]]
+    assert tokens.dtype == np.uint16 and tokens.tolist() == expected
+    header = read_header(path)
+    assert header["count"] == len(expected) and header["bytes"] == sum(len(s) + 1 for s in STORIES)
+    # reused: no texts needed
+    assert prepare_tokens(None, enc, path, "src").tolist() == expected
+    # stale: another source must be rebuilt, and without texts that is an error
+    with pytest.raises(DataUnavailable, match="rebuild"):
+        prepare_tokens(None, enc, path, "other-source")
+    # truncated: detected by size and rebuilt
+    with open(path, "r+b") as f:
+        f.truncate(10)
+    assert read_header(path) is None
+    assert prepare_tokens(STORIES, enc, path, "src", progress=False).tolist() == expected
+
+
+def test_token_shards_cache_both_splits(tmp_path, enc):
+    (tmp_path / "s.txt").write_text("<|endoftext|>".join(STORIES))
+    shards = token_shards(str(tmp_path / "s.txt"), enc, tmp_path / "cache", progress=False)
+    assert shards["train"][1]["stories"] == 190 and shards["validation"][1]["stories"] == 10
+    assert len(list((tmp_path / "cache").glob("*.bin"))) == 2
+
+
+def test_batches_are_a_function_of_seed_and_step_and_split_across_ranks():
+    tokens = np.arange(1000, dtype=np.uint16)
+    one = TokenBatches(tokens, block_size=16, batch_size=4, seed=3)
+    x, y = one.get(7)
+    assert x.shape == (4, 16) and torch.equal(y[:, :-1], x[:, 1:])  # y is x shifted by one
+    assert torch.equal(one.get(7)[0], x) and not torch.equal(one.get(8)[0], x)
+    halves = [TokenBatches(tokens, 16, 4, seed=3, rank=r, world=2).get(7)[0] for r in range(2)]
+    assert torch.equal(torch.stack([halves[0], halves[1]], 1).reshape(4, 16), x)
+    with pytest.raises(ValueError, match="divisible"):
+        TokenBatches(tokens, 16, 3, world=2)
+    with pytest.raises(DataUnavailable, match="block_size"):
+        TokenBatches(tokens[:10], 16, 4)
+
+
+def test_bits_per_byte():
+    header = {"count": 250, "bytes": 1000}
+    assert bits_per_byte(math.log(2) * 4, header) == pytest.approx(1.0)  # 4 bits/token, 4 bytes/token
