@@ -1,0 +1,804 @@
+"""Checkers for the book's exercises: does a student's function match the library?
+
+Each `check_*(fn)` calls the student's `fn` on several random inputs (varied shapes,
+dtypes and edge cases), compares every result with the library's own implementation
+and prints one line, "PASS: check_x: ..." or "FAIL: check_x: ...", then returns
+True or False. A failure names the case, what was wrong (type, shape, dtype or
+values) and a hint; where the wrong output matches a typical mistake (interleaved
+pairs instead of halves, softmax over all experts, eps outside the square root, an
+off-by-one window, ...) the hint names that mistake. An exception raised by `fn` is
+a failure too, reported with its message, so one broken cell never stops a notebook.
+
+The inputs come from a fixed seed, so a result can be reproduced; pass `seed=` for
+other draws. `python -m nanogptoss.exercises grade FOLDER` runs every notebook of
+a folder and tabulates the PASS/FAIL lines (see `grade_folder`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .attention import attention_mask, attention_reference, repeat_kv
+from .config import get_config
+from .moe import Experts, moe_reference
+from .params import count_parameters
+from .rmsnorm import RMSNorm
+from .rope import RotaryEmbedding, apply_rotary_emb
+from .router import RouterOutput, expert_counts, load_balancing_loss
+from .swiglu import swiglu
+
+CHECKERS: dict[str, Callable] = {}  # name -> checker, in the order of the book
+LINE = re.compile(r"^(PASS|FAIL): (check_\w+)")  # what the grader looks for in a notebook's output
+
+
+def _register(checker: Callable) -> Callable:
+    CHECKERS[checker.__name__] = checker
+    return checker
+
+
+class Case(NamedTuple):
+    label: str  # shown on failure, e.g. "bf16 input of shape (2, 3, 8)"
+    args: tuple  # what the student's function is called with
+    expected: object  # the library's answer
+    atol: float = 1e-5
+    rtol: float = 1e-4
+
+
+class Mistake(NamedTuple):
+    wrong: Callable  # the same arguments -> what a typical wrong implementation returns
+    hint: str
+
+
+def _clone(a):
+    # the student's function gets its own copies: an in-place edit must not change the reference
+    if isinstance(a, torch.Tensor):
+        return a.clone()
+    if isinstance(a, (tuple, list)):
+        return type(a)(_clone(x) for x in a)
+    return a
+
+
+def _tensor_problem(out, expected: torch.Tensor, atol: float, rtol: float, what: str = "the result"):
+    """None when `out` matches `expected`, else a sentence saying how it differs."""
+    if not isinstance(out, torch.Tensor):
+        return f"{what} is a {type(out).__name__}, expected a torch.Tensor"
+    if out.shape != expected.shape:
+        return f"{what} has shape {tuple(out.shape)}, expected {tuple(expected.shape)}"
+    if out.dtype != expected.dtype:
+        return f"{what} has dtype {out.dtype}, expected {expected.dtype}"
+    out, expected = out.detach().cpu(), expected.detach().cpu()
+    if expected.dtype == torch.bool:
+        if torch.equal(out, expected):
+            return None
+        bad = (out != expected).nonzero()[0].tolist()
+        return (f"{what} differs in {int((out != expected).sum())} of {expected.numel()} entries "
+                f"(first at index {tuple(bad)}: got {bool(out[tuple(bad)])}, expected {bool(expected[tuple(bad)])})")
+    o, e = out.double(), expected.double()
+    if torch.isnan(o).any() and not torch.isnan(e).any():
+        return f"{what} contains NaN"
+    if torch.allclose(o, e, atol=atol, rtol=rtol):
+        return None
+    err = (o - e).abs().nan_to_num(float("inf"))
+    worst = tuple(torch.unravel_index(err.argmax(), err.shape)) if err.dim() else ()
+    worst = tuple(int(i) for i in worst)
+    return (f"{what} is off: max abs error {err.max().item():.3g} at index {worst} "
+            f"(got {o[worst].item():.6g}, expected {e[worst].item():.6g})")
+
+
+def _same(out, wrong, atol: float, rtol: float) -> bool:
+    if isinstance(wrong, tuple):
+        return (isinstance(out, (tuple, list)) and len(out) == len(wrong)
+                and all(_same(o, w, atol, rtol) for o, w in zip(out, wrong)))
+    return _tensor_problem(out, wrong, atol, rtol) is None
+
+
+def _report(name: str, ok: bool, message: str) -> bool:
+    print(f"{'PASS' if ok else 'FAIL'}: {name}: {message}")
+    return ok
+
+
+def _run(name: str, fn: Callable, cases: list[Case], mistakes: list[Mistake], reference: str,
+         hint: str, compare: Callable | None = None) -> bool:
+    """Call `fn` on every case; the first disagreement is reported with the best hint found."""
+    if not callable(fn):
+        return _report(name, False, f"expected a function, got a {type(fn).__name__}. "
+                                    f"Hint: pass the function itself, e.g. {name}(my_fn), not my_fn(...)")
+    compare = compare or (lambda out, c: _tensor_problem(out, c.expected, c.atol, c.rtol))
+    for case in cases:
+        try:
+            with torch.no_grad():
+                out = fn(*_clone(case.args))
+        except Exception as exc:  # the student's code: report whatever it raised
+            return _report(name, False, f"case {case.label}: your function raised "
+                                        f"{type(exc).__name__}: {exc}. Hint: {hint}")
+        problem = compare(out, case)
+        if problem is None:
+            continue
+        specific = hint
+        for mistake in mistakes:
+            try:
+                with torch.no_grad():
+                    wrong = mistake.wrong(*_clone(case.args))
+            except Exception:
+                continue
+            if _same(out, wrong, case.atol, case.rtol):
+                specific = mistake.hint
+                break
+        return _report(name, False, f"case {case.label}: {problem}. Hint: {specific}")
+    return _report(name, True, f"all {len(cases)} cases match {reference}")
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(g: torch.Generator, *shape, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:
+    return (scale * torch.randn(*shape, generator=g)).to(dtype)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return f"{tuple(t.shape)}" + ("" if t.dtype == torch.float32 else f" {str(t.dtype).replace('torch.', '')}")
+
+
+BF16 = dict(atol=3e-2, rtol=3e-2)
+
+
+# -- chapter 2: RMSNorm -------------------------------------------------------
+
+def _rmsnorm_ref(x, weight, eps):
+    norm = RMSNorm(x.shape[-1], eps)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+    return norm(x)
+
+
+@_register
+def check_rmsnorm(fn: Callable, seed: int = 0) -> bool:
+    """fn(x (..., d), weight (d,), eps) -> RMS-normalised x times weight, in x's dtype."""
+    g = _gen(seed)
+    cases = []
+    for shape, dtype, eps, scale in (((4, 8), torch.float32, 1e-5, 1.0),
+                                     ((2, 3, 16), torch.float32, 1e-5, 3.0),
+                                     ((5, 8), torch.float32, 0.1, 1.0),  # a large eps shows where it sits
+                                     ((3, 8), torch.float32, 1e-5, 1e-3),  # tiny activations: eps matters
+                                     ((2, 4, 32), torch.bfloat16, 1e-5, 1.0)):
+        x = _randn(g, *shape, scale=scale).to(dtype)
+        w = 1.0 + 0.5 * _randn(g, shape[-1])
+        tol = BF16 if dtype == torch.bfloat16 else {}
+        cases.append(Case(f"x {_shape(x)}, eps={eps}, |x|~{scale}", (x, w, eps), _rmsnorm_ref(x, w, eps), **tol))
+
+    def f32(fn):
+        return lambda x, w, eps: fn(x.float(), w.float(), eps).to(x.dtype)
+
+    mistakes = [
+        Mistake(f32(lambda x, w, eps: w * x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps)),
+                "eps goes inside the square root: x / sqrt(mean(x²) + eps), not x / (sqrt(mean(x²)) + eps)"),
+        Mistake(f32(lambda x, w, eps: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)),
+                "multiply by the learned weight at the end"),
+        Mistake(f32(lambda x, w, eps: w * x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)),
+                "take the mean of x² over the last dimension, not the sum"),
+        Mistake(f32(lambda x, w, eps: w * F.layer_norm(x, x.shape[-1:], eps=eps)),
+                "RMSNorm does not subtract the mean (that is LayerNorm): divide by the root-mean-square only"),
+        Mistake(f32(lambda x, w, eps: w * x * torch.rsqrt(x.pow(2).mean(0, keepdim=True) + eps)),
+                "normalise over the last dimension (dim=-1), one root-mean-square per token"),
+        Mistake(lambda x, w, eps: (w * x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)),
+                "compute in float32 but return x's dtype: cast back with .to(x.dtype)"),
+    ]
+    return _run("check_rmsnorm", fn, cases, mistakes, "nanogptoss.RMSNorm",
+                "y = weight · x / sqrt(mean(x², dim=-1) + eps), computed in float32, cast back to x.dtype")
+
+
+# -- chapter 3: RoPE ----------------------------------------------------------
+
+def _rope_ref(x, positions, theta):
+    cos, sin = RotaryEmbedding(x.shape[-1], theta)(positions)
+    return apply_rotary_emb(x, cos, sin)
+
+
+def _rope_wrong(x, positions, theta, interleaved=False, sign=1.0, exponent=2.0):
+    h = x.shape[-1]
+    inv_freq = 1.0 / theta ** (exponent * torch.arange(h // 2, dtype=torch.float32) / h)
+    angles = positions.float()[:, None] * inv_freq[None, :]
+    cos, sin = angles.cos(), sign * angles.sin()
+    xf = x.float()
+    if interleaved:
+        x1, x2 = xf[..., ::2], xf[..., 1::2]
+        out = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+    else:
+        x1, x2 = xf.chunk(2, dim=-1)
+        out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return out.to(x.dtype)
+
+
+@_register
+def check_rope(fn: Callable, seed: int = 0) -> bool:
+    """fn(x (B, H, T, h), positions (T,), theta) -> x rotated, halves convention."""
+    g = _gen(seed)
+    cases = []
+    for (B, H, T, h), start, theta, dtype in (((1, 2, 6, 8), 0, 10_000.0, torch.float32),
+                                              ((2, 3, 5, 16), 7, 150_000.0, torch.float32),  # decoding: positions 7..11
+                                              ((1, 1, 4, 2), 0, 10_000.0, torch.float32),  # one pair per head
+                                              ((2, 2, 8, 32), 100, 10_000.0, torch.bfloat16)):
+        x = _randn(g, B, H, T, h, dtype=dtype)
+        pos = torch.arange(start, start + T)
+        tol = BF16 if dtype == torch.bfloat16 else {}
+        cases.append(Case(f"x {_shape(x)}, positions {start}..{start + T - 1}, theta={theta:g}",
+                          (x, pos, theta), _rope_ref(x, pos, theta), **tol))
+    mistakes = [
+        Mistake(lambda x, p, t: _rope_wrong(x, p, t, interleaved=True),
+                "gpt-oss pairs dimension i with dimension i + h/2 (two halves, x.chunk(2, -1)), "
+                "not neighbouring dimensions (2i, 2i+1)"),
+        Mistake(lambda x, p, t: _rope_wrong(x, p, t, sign=-1.0),
+                "the rotation goes the other way: (x1·cos − x2·sin, x2·cos + x1·sin)"),
+        Mistake(lambda x, p, t: _rope_wrong(x, p, t, exponent=1.0),
+                "the frequencies are theta^(−2i/h) for i = 0 .. h/2−1, i.e. torch.arange(0, h, 2) / h"),
+        Mistake(lambda x, p, t: _rope_wrong(x, torch.arange(x.shape[2]), t),
+                "rotate by the given positions, not by 0..T−1 (during decoding they start later)"),
+    ]
+    return _run("check_rope", fn, cases, mistakes, "nanogptoss.rope (RotaryEmbedding + apply_rotary_emb)",
+                "split x into halves x1, x2; angle = position · theta^(−2i/h); "
+                "return cat(x1·cos − x2·sin, x2·cos + x1·sin)")
+
+
+# -- chapter 4: grouped-query attention ---------------------------------------
+
+@_register
+def check_repeat_kv(fn: Callable, seed: int = 0) -> bool:
+    """fn(k (B, G, T, h), n_rep) -> (B, G * n_rep, T, h), each head copied for its group."""
+    g = _gen(seed)
+    cases = []
+    for (B, G, T, h), n_rep in (((1, 2, 3, 4), 3), ((2, 4, 5, 8), 2), ((1, 1, 4, 4), 4), ((2, 3, 2, 4), 1)):
+        k = _randn(g, B, G, T, h)
+        cases.append(Case(f"k {_shape(k)}, n_rep={n_rep}", (k, n_rep), repeat_kv(k, n_rep), atol=0, rtol=0))
+    mistakes = [
+        Mistake(lambda k, n: k.repeat(1, n, 1, 1),
+                "copy each K/V head n_rep times in a row (head 0, 0, 0, 1, 1, 1, ...: repeat_interleave), "
+                "not the whole stack tiled (0, 1, 0, 1, ...): query heads 0..n_rep−1 share K/V head 0"),
+        Mistake(lambda k, n: k.repeat_interleave(n, dim=2),
+                "repeat along the head dimension (dim=1), not the time dimension"),
+    ]
+    return _run("check_repeat_kv", fn, cases, mistakes, "nanogptoss.attention.repeat_kv",
+                "k.repeat_interleave(n_rep, dim=1) gives (B, G·n_rep, T, h)")
+
+
+# -- chapter 5: sliding-window attention and sinks ---------------------------
+
+def _mask_ref(T, window):
+    pos = torch.arange(T)
+    return attention_mask(pos, pos, window)
+
+
+@_register
+def check_sliding_window_mask(fn: Callable, seed: int = 0) -> bool:
+    """fn(seq_len, window or None) -> bool (T, T), True where query t may see key u."""
+    cases = [Case(f"seq_len={T}, window={W}", (T, W), _mask_ref(T, W))
+             for T, W in ((6, None), (8, 3), (5, 1), (5, 5), (4, 10), (1, None), (7, 2))]
+
+    def banded(T, W, test):
+        t, u = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        return test(t - u, W if W is not None else T + 1)
+
+    mistakes = [
+        Mistake(lambda T, W: banded(T, W, lambda d, W: (d >= 0) & (d <= W)),
+                "off by one: a query sees itself and the W−1 keys before it (t − u < W, not t − u <= W)"),
+        Mistake(lambda T, W: banded(T, W, lambda d, W: (d >= 0) & (d < W - 1)),
+                "off by one: a query sees itself and the W−1 keys before it, i.e. t − u < W"),
+        Mistake(lambda T, W: banded(T, W, lambda d, W: d.abs() < W),
+                "the mask must be causal too: no key after the query (u <= t)"),
+        Mistake(lambda T, W: banded(T, W, lambda d, W: (d <= 0) & (-d < W)),
+                "rows are queries and columns keys: mask[t, u] is True when u <= t (lower triangle)"),
+        Mistake(lambda T, W: banded(T, None, lambda d, W: d >= 0),
+                "apply the window: with window W only keys with t − u < W stay visible"),
+    ]
+
+    def compare(out, case):
+        if isinstance(out, torch.Tensor) and out.dtype != torch.bool and out.shape == case.expected.shape:
+            return f"the result has dtype {out.dtype}, expected torch.bool (True = may attend)"
+        return _tensor_problem(out, case.expected, 0, 0)
+
+    return _run("check_sliding_window_mask", fn, cases, mistakes, "nanogptoss.attention.attention_mask",
+                "mask[t, u] = (u <= t) and (window is None or t − u < window)", compare)
+
+
+def _sink_ref(q, k, v, sinks):
+    T = q.shape[2]
+    return attention_reference(q, k, v, _mask_ref(T, None), sinks)
+
+
+def _sink_wrong(q, k, v, sinks, use_sinks=True, causal=True, scale=True):
+    T, h = q.shape[2], q.shape[3]
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(h) if scale else 1.0)
+    if causal:
+        scores = scores.masked_fill(~_mask_ref(T, None), float("-inf"))
+    if use_sinks:
+        sink = sinks.view(1, -1, 1, 1).expand(*scores.shape[:3], 1)
+        probs = torch.softmax(torch.cat([scores, sink], -1), -1)[..., :-1]
+    else:
+        probs = torch.softmax(scores, -1)
+    return probs @ v
+
+
+@_register
+def check_sink_attention(fn: Callable, seed: int = 0) -> bool:
+    """fn(q, k, v (B, H, T, h), sinks (H,)) -> causal attention output with sinks (B, H, T, h)."""
+    g = _gen(seed)
+    cases = []
+    for (B, H, T, h), sink_scale, sink_shift in (((1, 2, 5, 8), 1.0, 0.0), ((2, 4, 7, 16), 1.0, 0.0),
+                                                 ((1, 2, 6, 8), 0.0, 10.0),  # a dominant sink: outputs shrink to 0
+                                                 ((1, 3, 1, 4), 1.0, 0.0)):  # one token
+        q, k, v = (_randn(g, B, H, T, h) for _ in range(3))
+        sinks = sink_scale * _randn(g, H) + sink_shift
+        cases.append(Case(f"q {_shape(q)}, sinks ~ {sink_shift:g} ± {sink_scale:g}", (q, k, v, sinks),
+                          _sink_ref(q, k, v, sinks)))
+    mistakes = [
+        Mistake(lambda q, k, v, s: _sink_wrong(q, k, v, s, use_sinks=False),
+                "the sink is one extra logit per head appended to every row of scores before the softmax "
+                "and dropped after it (adding it to every score changes nothing: softmax ignores shifts)"),
+        Mistake(lambda q, k, v, s: _sink_wrong(q, k, v, s, causal=False),
+                "mask the future: query t may only attend to keys u <= t"),
+        Mistake(lambda q, k, v, s: _sink_wrong(q, k, v, s, scale=False),
+                "scale the scores by 1/sqrt(head_dim)"),
+    ]
+    return _run("check_sink_attention", fn, cases, mistakes, "nanogptoss.attention.attention_reference",
+                "scores = q·kᵀ/√h, future masked with −inf, append the head's sink logit as a last column, "
+                "softmax, drop that column, multiply by v")
+
+
+# -- chapter 7: the clamped SwiGLU --------------------------------------------
+
+def _swiglu_wrong(gate_up, alpha, limit, halves=False, swap=False, plus_one=True, clamp="gpt-oss"):
+    if halves:
+        gate, up = gate_up.chunk(2, dim=-1)
+    else:
+        gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+    if swap:
+        gate, up = up, gate
+    if clamp == "gpt-oss":
+        gate, up = gate.clamp(max=limit), up.clamp(-limit, limit)
+    elif clamp == "both":
+        gate, up = gate.clamp(-limit, limit), up.clamp(-limit, limit)
+    elif clamp == "gate-only":
+        gate = gate.clamp(max=limit)
+    return gate * torch.sigmoid(alpha * gate) * (up + 1 if plus_one else up)
+
+
+@_register
+def check_swiglu(fn: Callable, seed: int = 0) -> bool:
+    """fn(gate_up (..., 2h) interleaved gate/up, alpha, limit) -> (..., h)."""
+    g = _gen(seed)
+    cases = []
+    for shape, alpha, limit, scale, dtype in (((4, 6), 1.702, 7.0, 1.0, torch.float32),
+                                              ((2, 3, 8), 1.702, 7.0, 12.0, torch.float32),  # hits the clamps
+                                              ((5, 4), 1.0, 2.0, 4.0, torch.float32),
+                                              ((3, 16), 1.702, 7.0, 10.0, torch.bfloat16)):
+        x = _randn(g, *shape, scale=scale).to(dtype)
+        tol = BF16 if dtype == torch.bfloat16 else {}
+        cases.append(Case(f"gate_up {_shape(x)}, alpha={alpha}, limit={limit}, |x|~{scale:g}",
+                          (x, alpha, limit), swiglu(x, alpha, limit), **tol))
+    mistakes = [
+        Mistake(lambda x, a, l: _swiglu_wrong(x, a, l, halves=True),
+                "gate and up are interleaved: gate = x[..., ::2], up = x[..., 1::2] (not the two halves)"),
+        Mistake(lambda x, a, l: _swiglu_wrong(x, a, l, swap=True),
+                "the even columns (x[..., ::2]) are the gate, the odd ones the up projection"),
+        Mistake(lambda x, a, l: _swiglu_wrong(x, a, l, plus_one=False),
+                "gpt-oss multiplies by (up + 1), not by up"),
+        Mistake(lambda x, a, l: _swiglu_wrong(x, a, l, clamp="none"),
+                "clamp first: gate at most `limit`, up between −limit and +limit"),
+        Mistake(lambda x, a, l: _swiglu_wrong(x, a, l, clamp="both"),
+                "the gate is clamped from above only (gate.clamp(max=limit)); only up is clamped on both sides"),
+        Mistake(lambda x, a, l: _swiglu_wrong(x, a, l, clamp="gate-only"),
+                "up is clamped too, to [−limit, limit]"),
+        Mistake(lambda x, a, l: _swiglu_wrong(x, 1.0, l),
+                "use alpha inside the sigmoid: gate · sigmoid(alpha · gate)"),
+    ]
+    return _run("check_swiglu", fn, cases, mistakes, "nanogptoss.swiglu.swiglu",
+                "gate = x[..., ::2].clamp(max=limit); up = x[..., 1::2].clamp(−limit, limit); "
+                "return gate · sigmoid(alpha·gate) · (up + 1)")
+
+
+# -- chapter 8: the router ----------------------------------------------------
+
+def _router_ref(logits, k):
+    top, indices = torch.topk(logits, k, dim=-1)
+    return torch.softmax(top.float(), dim=-1).to(top.dtype), indices
+
+
+@_register
+def check_router(fn: Callable, seed: int = 0) -> bool:
+    """fn(logits (N, E), k) -> (weights (N, k), indices (N, k)); pairs may come in any order."""
+    g = _gen(seed)
+    cases = []
+    for N, E, k, scale in ((10, 8, 2, 1.0), (6, 4, 1, 1.0), (5, 4, 4, 2.0), (12, 32, 4, 3.0)):
+        logits = _randn(g, N, E, scale=scale)
+        cases.append(Case(f"logits {_shape(logits)}, k={k}", (logits, k), _router_ref(logits, k)))
+
+    def by_expert(weights, indices):
+        # the checker accepts the k chosen experts in any order: compare them sorted by expert id
+        order = indices.argsort(dim=-1)
+        return weights.gather(-1, order), indices.gather(-1, order)
+
+    def compare(out, case):
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            return f"the result is a {type(out).__name__}, expected a pair (weights, indices)"
+        weights, indices = out
+        exp_w, exp_i = case.expected
+        for t, what, e in ((weights, "weights", exp_w), (indices, "indices", exp_i)):
+            if not isinstance(t, torch.Tensor):
+                return f"{what} is a {type(t).__name__}, expected a torch.Tensor"
+            if t.shape != e.shape:
+                return f"{what} has shape {tuple(t.shape)}, expected {tuple(e.shape)}"
+        if indices.dtype not in (torch.long, torch.int32):
+            return f"indices have dtype {indices.dtype}, expected integer expert ids (torch.long)"
+        got_w, got_i = by_expert(weights.float(), indices.long())
+        want_w, want_i = by_expert(exp_w, exp_i)
+        if not torch.equal(got_i, want_i):
+            row = int((got_i != want_i).any(-1).nonzero()[0])
+            return (f"indices differ: token {row} chose experts {sorted(indices[row].tolist())}, "
+                    f"expected {sorted(exp_i[row].tolist())}")
+        return _tensor_problem(got_w, want_w, case.atol, case.rtol, "weights")
+
+    def all_softmax(logits, k):
+        probs = torch.softmax(logits, -1)
+        return torch.topk(probs, k, -1)
+
+    mistakes = [
+        Mistake(lambda l, k: tuple(all_softmax(l, k)),
+                "softmax over the k chosen logits only, not over all experts: "
+                "each token's k weights must sum to 1"),
+        Mistake(lambda l, k: tuple(torch.topk(l, k, -1)),
+                "the weights are a softmax of the chosen logits, not the raw logits"),
+        Mistake(lambda l, k: (torch.softmax(torch.topk(l, k, -1, largest=False).values, -1),
+                              torch.topk(l, k, -1, largest=False).indices),
+                "keep the k largest logits (torch.topk's default), not the smallest"),
+        Mistake(lambda l, k: (torch.softmax(torch.topk(l, k, -1).values, 0), torch.topk(l, k, -1).indices),
+                "softmax along the last dimension (over each token's k experts), not over tokens"),
+    ]
+    return _run("check_router", fn, cases, mistakes, "nanogptoss.router.Router (top-k, softmax over the chosen)",
+                "values, indices = torch.topk(logits, k, dim=-1); weights = softmax(values, dim=-1)", compare)
+
+
+@_register
+def check_load_balancing_loss(fn: Callable, seed: int = 0) -> bool:
+    """fn(router_logits (N, E), n_experts, top_k) -> scalar tensor."""
+    g = _gen(seed)
+    cases = []
+    for N, E, k, scale, skew in ((16, 4, 2, 1.0, 0.0), (32, 8, 1, 1.0, 0.0), (24, 8, 4, 2.0, 0.0),
+                                 (20, 4, 2, 1.0, 3.0)):  # every token prefers expert 0: a large loss
+        logits = _randn(g, N, E, scale=scale)
+        logits[:, 0] += skew
+        cases.append(Case(f"logits {_shape(logits)}, top_k={k}" + (", skewed to expert 0" if skew else ""),
+                          (logits, E, k), load_balancing_loss(logits, E, k)))
+
+    def parts(logits, E, k, chosen_k=None):
+        probs = torch.softmax(logits, -1)
+        chosen = torch.topk(probs, chosen_k or k, -1).indices
+        fraction = F.one_hot(chosen.reshape(-1), E).sum(0).float() / logits.shape[0]
+        return probs, chosen, fraction
+
+    def variant(logits, E, k, factor=True, per_slot=False, top1=False, mean_of="probs"):
+        probs, chosen, fraction = parts(logits, E, k, 1 if top1 else None)
+        if per_slot:
+            fraction = fraction / k
+        if mean_of == "logits":
+            p = logits.mean(0)
+        elif mean_of == "chosen":
+            w = torch.softmax(torch.topk(logits, k, -1).values, -1)
+            p = torch.zeros_like(probs).scatter(-1, chosen, w).mean(0)
+        else:
+            p = probs.mean(0)
+        return (E if factor else 1) * (fraction * p).sum()
+
+    def compare(out, case):
+        if isinstance(out, (int, float)):
+            out = torch.tensor(float(out))
+        if isinstance(out, torch.Tensor) and out.numel() == 1 and out.dim() > 0:
+            return f"the result has shape {tuple(out.shape)}, expected a scalar: use .sum() or .squeeze()"
+        return _tensor_problem(out.float() if isinstance(out, torch.Tensor) else out,
+                               case.expected, case.atol, case.rtol)
+
+    mistakes = [
+        Mistake(lambda l, E, k: variant(l, E, k, factor=False), "multiply the sum by the number of experts E"),
+        Mistake(lambda l, E, k: variant(l, E, k, per_slot=True),
+                "divide each expert's count by the number of tokens N, not N·k "
+                "(transformers' convention: perfectly uniform routing gives k)"),
+        Mistake(lambda l, E, k: variant(l, E, k, top1=True),
+                "count all top-k assignments of each token, not only its first choice"),
+        Mistake(lambda l, E, k: variant(l, E, k, mean_of="chosen"),
+                "the mean probability comes from the softmax over all E logits, not from the renormalised top-k weights"),
+        Mistake(lambda l, E, k: variant(l, E, k, mean_of="logits"),
+                "average the softmax probabilities, not the raw logits"),
+    ]
+    return _run("check_load_balancing_loss", fn, cases, mistakes, "nanogptoss.router.load_balancing_loss",
+                "E · Σ_e (count_e / N) · mean_n softmax(logits)[n, e], where count_e counts the top-k choices "
+                "that went to expert e",
+                compare)
+
+
+# -- chapter 9: mixture of experts -------------------------------------------
+
+def _experts_from(gate_up_proj, gate_up_bias, down_proj, down_bias):
+    E, d, two_f = gate_up_proj.shape
+    experts = Experts(E, d, two_f // 2)
+    with torch.no_grad():
+        experts.gate_up_proj.copy_(gate_up_proj)
+        experts.gate_up_proj_bias.copy_(gate_up_bias)
+        experts.down_proj.copy_(down_proj)
+        experts.down_proj_bias.copy_(down_bias)
+    return experts
+
+
+def _moe_ref(x, weights, indices, gate_up_proj, gate_up_bias, down_proj, down_bias):
+    experts = _experts_from(gate_up_proj, gate_up_bias, down_proj, down_bias)
+    return moe_reference(x, experts, RouterOutput(weights, indices, None))
+
+
+def _moe_wrong(x, weights, indices, W1, b1, W2, b2, use_weights=True, halves=False, biases=True,
+               weight_bias=True):
+    out = torch.zeros_like(x)
+    for n in range(x.shape[0]):
+        for w, e in zip(weights[n], indices[n].tolist()):
+            a = x[n] @ W1[e] + (b1[e] if biases else 0)
+            if halves:
+                gate, up = a.chunk(2)
+                h = swiglu(torch.stack((gate, up), -1).flatten())
+            else:
+                h = swiglu(a)
+            y = h @ W2[e]
+            w = w if use_weights else 1.0
+            bias = b2[e] if biases else 0
+            out[n] += w * (y + bias) if weight_bias else w * y + bias
+    return out
+
+
+@_register
+def check_moe(fn: Callable, seed: int = 0) -> bool:
+    """fn(x (N, d), weights (N, k), indices (N, k), gate_up_proj (E, d, 2f), gate_up_bias (E, 2f),
+    down_proj (E, f, d), down_bias (E, d)) -> (N, d); alpha 1.702, limit 7 as in gpt-oss."""
+    g = _gen(seed)
+    cases = []
+    for N, d, f, E, k in ((6, 8, 12, 4, 2), (5, 6, 4, 3, 1), (8, 4, 6, 6, 3), (3, 8, 8, 8, 2)):
+        x = _randn(g, N, d)
+        logits = _randn(g, N, E, scale=2.0)
+        if E >= 6:
+            logits[:, -1] -= 100.0  # the last expert is chosen by no token
+        weights, indices = _router_ref(logits, k)
+        params = (_randn(g, E, d, 2 * f, scale=0.5), _randn(g, E, 2 * f, scale=0.5),
+                  _randn(g, E, f, d, scale=0.5), _randn(g, E, d, scale=0.5))
+        args = (x, weights, indices) + params
+        cases.append(Case(f"N={N} tokens, d={d}, f={f}, E={E} experts, k={k}", args, _moe_ref(*args)))
+    mistakes = [
+        Mistake(lambda *a: _moe_wrong(*a, use_weights=False),
+                "multiply each chosen expert's output by its routing weight before summing"),
+        Mistake(lambda *a: _moe_wrong(*a, halves=True),
+                "the expert's gate_up output is interleaved (gate = even columns): reuse nanogptoss.swiglu"),
+        Mistake(lambda *a: _moe_wrong(*a, biases=False),
+                "add the biases: gate_up_bias[e] after the first matmul, down_bias[e] after the second"),
+        Mistake(lambda *a: _moe_wrong(*a, weight_bias=False),
+                "the routing weight multiplies the whole expert output, down_bias[e] included"),
+    ]
+    return _run("check_moe", fn, cases, mistakes, "nanogptoss.moe.moe_reference",
+                "for each token and each of its k (weight, e): "
+                "out += weight · (swiglu(x @ gate_up_proj[e] + gate_up_bias[e]) @ down_proj[e] + down_bias[e])")
+
+
+@_register
+def check_expert_counts(fn: Callable, seed: int = 0) -> bool:
+    """fn(indices (N, k), n_experts) -> (E,) how many token-slots each expert received."""
+    g = _gen(seed)
+    cases = []
+    for N, E, k in ((10, 4, 2), (7, 8, 1), (12, 6, 3)):
+        indices = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(N)])
+        if E >= 6:
+            indices[indices == E - 1] = 0  # an unused last expert must still get its 0
+        cases.append(Case(f"indices {tuple(indices.shape)}, n_experts={E}", (indices, E),
+                          expert_counts(indices, E), atol=0, rtol=0))
+
+    def compare(out, case):
+        if isinstance(out, torch.Tensor) and out.shape == case.expected.shape and out.dtype != torch.long:
+            out = out.long() if torch.equal(out, out.round()) else out
+        return _tensor_problem(out, case.expected, 0, 0)
+
+    mistakes = [
+        Mistake(lambda i, E: torch.bincount(i.reshape(-1)),
+                "give every expert a count, unused ones too: torch.bincount(..., minlength=n_experts)"),
+        Mistake(lambda i, E: torch.bincount(i[:, 0], minlength=E),
+                "count all k choices of each token, not only the first"),
+    ]
+    return _run("check_expert_counts", fn, cases, mistakes, "nanogptoss.router.expert_counts",
+                "torch.bincount(indices.reshape(-1), minlength=n_experts)", compare)
+
+
+# -- chapter 10: the whole model ----------------------------------------------
+
+@_register
+def check_count_parameters(fn: Callable, seed: int = 0) -> bool:
+    """fn(config) -> (total, active) for a GPT-OSS config; active counts k of E experts and the
+    unembedding but not the input embedding (the official convention)."""
+    configs = [("cpu-tiny", get_config("cpu-tiny")),
+               ("cpu-tiny with tied embeddings", get_config("cpu-tiny", tie_embeddings=True)),
+               ("gpt-oss-20b", get_config("gpt-oss-20b")),
+               ("gpt-oss-120b", get_config("gpt-oss-120b"))]
+    cases = []
+    for name, c in configs:
+        p = count_parameters(c)
+        cases.append(Case(name, (c,), (p.total, p.active)))
+
+    def compare(out, case):
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            return f"the result is a {type(out).__name__}, expected a pair (total, active)"
+        try:
+            got = tuple(int(v) for v in out)
+        except (TypeError, ValueError):
+            return f"the result {out!r} does not hold two integers"
+        c = case.args[0]
+        total, active = case.expected
+        problems = []
+        for what, g_, e in (("total", got[0], total), ("active", got[1], active)):
+            if g_ != e:
+                diff = g_ - e
+                problems.append(f"{what} is {g_:,}, expected {e:,} (off by {diff:+,}{_explain(c, diff, what)})")
+        return "; ".join(problems) or None
+
+    return _run("check_count_parameters", fn, cases, [], "nanogptoss.params.count_parameters",
+                "per layer: 2 RMSNorm scales, q/k/v/o with biases, H sinks, a router (d·E + E) and E experts "
+                "(d·2f + 2f + f·d + d each); plus the embedding, the final norm and the unembedding", compare)
+
+
+def _explain(c, diff: int, what: str) -> str:
+    """Name the part of the model a wrong count is off by, when one matches."""
+    d, f, E, k, L = c.d_model, c.hidden, c.n_experts, c.top_k, c.n_layer
+    expert = d * 2 * f + 2 * f + f * d + d
+    known = {
+        c.vocab_size * d: "one vocab_size × d_model matrix: the input embedding is not active, the unembedding is "
+                          "(and is counted once when tied)",
+        -c.vocab_size * d: "one vocab_size × d_model matrix: the unembedding is active (and is in the total unless tied)",
+        L * c.n_head: "the attention sinks, one per head per layer",
+        -L * c.n_head: "the attention sinks, one per head per layer",
+        L * (E - k) * expert: "an active token uses only top_k of the n_experts experts",
+        -L * (d * E + E): "the router, d·E + E per layer",
+        -d: "the final norm's d_model scales",
+        -2 * L * d: "the two RMSNorm scales per layer",
+    }
+    if what == "total":
+        known[-L * (E - k) * expert] = "the total counts all n_experts experts, not top_k"
+    return f": {known[diff]}" if diff in known else ""
+
+
+# -- the bulk grader ------------------------------------------------------------
+
+class NotebookResult(NamedTuple):
+    notebook: str
+    status: str  # "ok", "error: <what>", "timeout"
+    checks: dict  # checker name -> "PASS" / "FAIL" (the last line printed by that checker)
+
+
+def _outputs_text(nb) -> str:
+    chunks = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                chunks.append(out.get("text", ""))
+            elif "data" in out and "text/plain" in out["data"]:
+                chunks.append(out["data"]["text/plain"])
+    # outputs do not always end with a newline ("True"): keep each on its own lines
+    return "\n".join(chunks)
+
+
+def parse_results(text: str) -> dict:
+    """Checker name -> "PASS"/"FAIL" from printed output; a checker run twice keeps its last result."""
+    checks = {}
+    for line in text.splitlines():
+        m = LINE.match(line.strip())
+        if m:
+            checks[m.group(2)] = m.group(1)
+    return checks
+
+
+def grade_notebook(path: Path, timeout: int = 120, kernel_name: str = "python3") -> NotebookResult:
+    """Run one notebook top to bottom (in its own folder) and collect its checkers' results.
+
+    Errors do not stop the run (a broken cell fails only what depends on it); a cell
+    running longer than `timeout` seconds stops the notebook and is reported.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception as exc:  # not a notebook at all
+        return NotebookResult(path.name, f"error: unreadable notebook ({type(exc).__name__}: {exc})", {})
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
+                            resources={"metadata": {"path": str(path.parent)}})
+    status = "ok"
+    try:
+        client.execute()
+    except CellTimeoutError:
+        status = f"timeout (a cell ran over {timeout} s)"
+    except DeadKernelError:
+        status = "error: the kernel died"
+    except Exception as exc:
+        status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if status == "ok":
+        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        if errors:
+            status = f"error: {len(errors)} cell(s) raised, first {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    return NotebookResult(path.name, status, parse_results(_outputs_text(nb)))
+
+
+def grade_folder(folder, out: str | Path | None = None, timeout: int = 120,
+                 kernel_name: str = "python3") -> list[NotebookResult]:
+    """Grade every *.ipynb in `folder` (not recursive); write `out`.csv and `out`.md.
+
+    `out` defaults to FOLDER/grades. Columns: notebook, status, passed (out of the
+    checkers that notebook ran), then one column per checker: PASS, FAIL or empty.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder; give the folder that holds the students' .ipynb files")
+    notebooks = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+    if not notebooks:
+        raise ValueError(f"no .ipynb files in {folder}")
+    results = []
+    for path in notebooks:
+        print(f"grading {path.name} ...", flush=True)
+        results.append(grade_notebook(path, timeout, kernel_name))
+    write_summary(results, folder / "grades" if out is None else Path(out))
+    return results
+
+
+def write_summary(results: list[NotebookResult], out: Path) -> None:
+    seen = {name for r in results for name in r.checks}
+    names = [n for n in CHECKERS if n in seen] + sorted(seen - set(CHECKERS))
+    header = ["notebook", "status", "passed"] + names
+    rows = []
+    for r in results:
+        passed = sum(v == "PASS" for v in r.checks.values())
+        rows.append([r.notebook, r.status, f"{passed}/{len(r.checks)}"] + [r.checks.get(n, "") for n in names])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".csv"), "w", newline="") as fh:
+        csv.writer(fh).writerows([header] + rows)
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.md')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nanogptoss.exercises",
+                                     description="Grade a folder of student notebooks with the book's checkers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    grade = sub.add_parser("grade", help="run every notebook in FOLDER and tabulate PASS/FAIL per checker")
+    grade.add_argument("folder")
+    grade.add_argument("--out", default=None, help="summary path without suffix (default: FOLDER/grades)")
+    grade.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell (default 120)")
+    grade.add_argument("--kernel", default="python3", help="Jupyter kernel to run the notebooks with")
+    sub.add_parser("list", help="list the checkers")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name, checker in CHECKERS.items():
+            print(f"{name}: {(checker.__doc__ or '').splitlines()[0]}")
+        return 0
+    try:
+        results = grade_folder(args.folder, args.out, args.timeout, args.kernel)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for r in results:
+        passed = sum(v == "PASS" for v in r.checks.values())
+        print(f"{r.notebook}: {passed}/{len(r.checks)} passed ({r.status})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
