@@ -15,8 +15,8 @@ from dataclasses import dataclass
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope")
 FFNS = ("gelu", "swiglu")
-ATTN_IMPLS = ("auto", "reference", "sdpa")
-MOE_IMPLS = ("auto", "reference", "dispatch")
+ATTN_IMPLS = ("auto", "reference", "sdpa", "flex")
+MOE_IMPLS = ("auto", "reference", "dispatch", "grouped")
 
 
 @dataclass
@@ -56,8 +56,10 @@ class GPTConfig:
     # training-time settings that do not change the architecture
     dropout: float = 0.0
     init_std: float = 0.02
-    attn_impl: str = "auto"  # "reference" writes the scores out; "sdpa" is the fast path
-    moe_impl: str = "auto"  # "reference" loops over every expert; "dispatch" only over chosen ones
+    # "auto" picks the fastest path the device and dtype support (attention.resolve_attn_impl,
+    # moe.resolve_moe_impl); the others force one, e.g. "reference" to read or to test against
+    attn_impl: str = "auto"  # "reference" writes the scores out | "sdpa" | "flex" (FlexAttention, CUDA)
+    moe_impl: str = "auto"  # "reference" every expert | "dispatch" chosen ones | "grouped" one grouped GEMM
 
     def __post_init__(self) -> None:
         self.validate()

@@ -8,11 +8,16 @@ The experts are stored as batched tensors, as in gpt-oss and transformers:
   obviously right, E/k times the work.
 * `moe_dispatch` sorts the (token, expert) pairs by expert, runs each expert once on
   just its tokens and scatters the weighted results back.
+* `moe_grouped` is the same sort and scatter with every expert's matmul in one
+  grouped GEMM (`torch.nn.functional.grouped_mm`): no Python loop over experts and no
+  wait for the per-expert counts to reach the host. `resolve_moe_impl` picks it
+  wherever the device and dtype support it.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .router import Router, RouterOutput
@@ -56,6 +61,77 @@ def moe_dispatch(x: torch.Tensor, experts: Experts, routing: RouterOutput) -> to
     return torch.zeros(N, x.shape[-1], dtype=weighted.dtype, device=x.device).index_add_(0, token_of, weighted)
 
 
+def _grouped_mm_dtype(x: torch.Tensor, experts: Experts) -> torch.dtype:
+    """The dtype the expert matmuls run in: autocast's when it is on, else the weights'."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return experts.gate_up_proj.dtype
+
+
+def grouped_mm_supported(x: torch.Tensor, experts: Experts) -> bool:
+    """Whether `moe_grouped` can run here: torch has the kernel for this device and dtype,
+    and every row of the operands starts on a 16-byte boundary, as the kernel requires."""
+    if not hasattr(F, "grouped_mm"):  # torch < 2.10
+        return False
+    dtype = _grouped_mm_dtype(x, experts)
+    if x.device.type == "cuda":
+        # the CUDA kernel is bf16-only and needs compute capability 8.0 (Ampere) or newer
+        if dtype != torch.bfloat16 or torch.cuda.get_device_capability(x.device) < (8, 0):
+            return False
+    elif x.device.type != "cpu":
+        return False
+    d, two_f = experts.gate_up_proj.shape[1:]
+    row_bytes = [n * dtype.itemsize for n in (d, two_f, two_f // 2)]
+    return all(b % 16 == 0 for b in row_bytes) and experts.gate_up_proj.data_ptr() % 16 == 0 \
+        and experts.down_proj.data_ptr() % 16 == 0
+
+
+def resolve_moe_impl(impl: str, x: torch.Tensor, experts: Experts) -> str:
+    """The path a MoE layer takes. "auto" means grouped GEMM where it is supported and
+    faster, else dispatch: always on a GPU; on a CPU only without gradients, because
+    there torch's grouped_mm backward (a loop of strided matmuls over one large buffer)
+    measured slower than dispatch's per-expert chunks, which stay in cache."""
+    if impl == "auto":
+        training = torch.is_grad_enabled() and (x.requires_grad or experts.gate_up_proj.requires_grad)
+        if grouped_mm_supported(x, experts) and not (x.device.type == "cpu" and training):
+            return "grouped"
+        return "dispatch"
+    if impl == "grouped" and not grouped_mm_supported(x, experts):
+        raise ValueError(f"moe_impl='grouped' is not supported for {x.device.type} tensors in "
+                         f"{_grouped_mm_dtype(x, experts)} with these sizes (needs torch >= 2.10, CPU or "
+                         "a bf16 CUDA GPU of compute capability >= 8.0, and d_model and ffn_hidden "
+                         "rows of a multiple of 16 bytes); use moe_impl='auto' or 'dispatch'")
+    return impl
+
+
+def moe_grouped(x: torch.Tensor, experts: Experts, routing: RouterOutput) -> torch.Tensor:
+    """`moe_dispatch` with all experts in one grouped GEMM per projection."""
+    N, k = routing.indices.shape
+    flat_experts = routing.indices.reshape(-1)
+    order = torch.argsort(flat_experts, stable=True)
+    token_of = order // k
+    # rows offs[e-1]:offs[e] of the sorted tokens belong to expert e; computed on the
+    # device, so unlike moe_dispatch nothing waits for the counts
+    counts = torch.bincount(flat_experts, minlength=experts.n_experts)
+    offs = counts.cumsum(0).to(torch.int32)
+    dtype = _grouped_mm_dtype(x, experts)
+
+    def bias(b: torch.Tensor) -> torch.Tensor:
+        # grouped_mm takes no per-expert bias yet: repeat each expert's bias over its rows
+        # (output_size saves a host sync; this backward is cheaper than an indexed gather's)
+        return b.repeat_interleave(counts, dim=0, output_size=N * k)
+
+    gate_up = F.grouped_mm(x[token_of].to(dtype), experts.gate_up_proj.to(dtype), offs=offs)
+    h = swiglu(gate_up + bias(experts.gate_up_proj_bias), experts.alpha, experts.limit)
+    out = F.grouped_mm(h.to(dtype), experts.down_proj.to(dtype), offs=offs) + bias(experts.down_proj_bias)
+    weighted = out * routing.weights.reshape(-1)[order, None].to(out.dtype)
+    return torch.zeros(N, x.shape[-1], dtype=weighted.dtype, device=x.device).index_add_(0, token_of, weighted)
+
+
+MOE_IMPLS = {"reference": moe_reference, "dispatch": moe_dispatch, "grouped": moe_grouped}
+
+
 class MLPBlock(nn.Module):
     """The gpt-oss feed-forward: a router and a mixture of clamped-SwiGLU experts.
 
@@ -77,5 +153,5 @@ class MLPBlock(nn.Module):
         flat = x.reshape(-1, shape[-1])
         routing = self.router(flat)
         self.last_routing = routing
-        run = moe_reference if self.impl == "reference" else moe_dispatch
+        run = MOE_IMPLS[resolve_moe_impl(self.impl, flat, self.experts)]
         return self.dropout(run(flat, self.experts, routing).reshape(shape))

@@ -1,8 +1,11 @@
+import pytest
 import torch
+import torch.nn.functional as F
 from transformers import GptOssConfig
 from transformers.models.gpt_oss.modeling_gpt_oss import GptOssMLP
 
 from nanogptoss import MLPBlock, moe_dispatch, moe_reference
+from nanogptoss.moe import moe_grouped, resolve_moe_impl
 from nanogptoss.swiglu import SwiGLUMLP
 
 from conftest import randomize_, tiny_gptoss
@@ -73,3 +76,79 @@ def test_matches_transformers_moe_layer():
     ours.load_state_dict(hf.state_dict())  # the same names and layout
     x = torch.randn(2, 6, 32)
     torch.testing.assert_close(ours(x), hf(x)[0], atol=1e-5, rtol=1e-5)
+
+
+# -- the grouped-GEMM fast path -------------------------------------------------
+
+def test_grouped_equals_reference_with_gradients():
+    block = make_block(n_experts=6, top_k=3)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    routing = block.router(x.view(-1, 32))
+    grad_out = torch.randn(18, 32)
+    ref = moe_reference(x.view(-1, 32), block.experts, routing)
+    fast = moe_grouped(x.view(-1, 32), block.experts, routing)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    params = [x] + list(block.parameters())
+    g_ref = torch.autograd.grad(ref, params, grad_out, retain_graph=True)
+    g_fast = torch.autograd.grad(fast, params, grad_out)
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_handles_experts_nobody_chose():
+    block = make_block(n_experts=8, top_k=2)
+    x = torch.randn(3, 32)  # 6 slots over 8 experts: some experts get no rows
+    routing = block.router(x)
+    assert len(routing.indices.unique()) < 8
+    torch.testing.assert_close(moe_grouped(x, block.experts, routing),
+                               moe_reference(x, block.experts, routing), atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_runs_only_the_chosen_rows(monkeypatch):
+    block = make_block(n_experts=8, top_k=2)
+    rows = []
+    original = F.grouped_mm
+    monkeypatch.setattr(F, "grouped_mm", lambda a, b, offs: rows.append((a.shape[0], offs.tolist()))
+                        or original(a, b, offs=offs))
+    x = torch.randn(40, 32)
+    routing = block.router(x)
+    moe_grouped(x, block.experts, routing)
+    counts = torch.bincount(routing.indices.flatten(), minlength=8).cumsum(0).tolist()
+    assert rows == [(80, counts), (80, counts)]  # gate_up and down: 40 tokens x 2 experts each
+
+
+def test_grouped_in_bfloat16_matches_dispatch():
+    block = make_block().to(torch.bfloat16)
+    x = torch.randn(30, 32, dtype=torch.bfloat16)
+    routing = block.router(x)
+    torch.testing.assert_close(moe_grouped(x, block.experts, routing).float(),
+                               moe_dispatch(x, block.experts, routing).float(), atol=2e-2, rtol=2e-2)
+
+
+def test_auto_picks_grouped_on_cpu_only_without_gradients():
+    block = make_block()
+    x = torch.randn(4, 32)
+    with torch.no_grad():
+        assert resolve_moe_impl("auto", x, block.experts) == "grouped"
+    assert resolve_moe_impl("auto", x, block.experts) == "dispatch"  # parameters need gradients
+    assert resolve_moe_impl("reference", x, block.experts) == "reference"
+    assert resolve_moe_impl("grouped", x, block.experts) == "grouped"
+
+
+def test_grouped_refuses_unaligned_sizes_with_a_clear_error():
+    block = make_block(ffn_hidden=6)  # a 6-float row is 24 bytes, not a multiple of 16
+    x = torch.randn(4, 32)
+    with torch.no_grad():
+        assert resolve_moe_impl("auto", x, block.experts) == "dispatch"  # auto falls back quietly
+    with pytest.raises(ValueError, match="moe_impl='auto' or 'dispatch'"):
+        resolve_moe_impl("grouped", x, block.experts)
+
+
+@pytest.mark.parametrize("impl", ["dispatch", "grouped"])
+def test_block_paths_agree_with_the_reference_block(impl):
+    ref = make_block(moe_impl="reference")
+    fast = MLPBlock(tiny_gptoss(moe_impl=impl))
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 11, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), ref(x), atol=1e-5, rtol=1e-5)
