@@ -40,6 +40,16 @@ class LayerKVCache:
             self.pos[self.length:end] = positions
             self.length = end
             return self.k[:, :, :end], self.v[:, :, :end], self.pos[:end]
+        if T == 1:
+            # One new token (decoding) overwrites the slot of the position `window` back,
+            # the first one it may no longer see: write first, then attend to the ring
+            # itself, with no copy of it.
+            slot = positions % self.capacity
+            self.k.index_copy_(2, slot, k)
+            self.v.index_copy_(2, slot, v)
+            self.pos.index_copy_(0, slot, positions)
+            self.length += 1
+            return self.k, self.v, self.pos
         # Ring buffer: attend to what it held plus the new tokens (a prefill longer than
         # the window needs keys the ring is about to overwrite), then keep the last ones.
         k_all, v_all = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)

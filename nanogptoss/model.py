@@ -62,8 +62,8 @@ class TransformerBlock(nn.Module):
         self.mlp_norm = make_norm(config)
         self.mlp = make_feed_forward(config)
 
-    def forward(self, x, positions, rope=None, cache=None):
-        x = x + self.attn(self.attn_norm(x), positions, rope, cache)
+    def forward(self, x, positions, rope=None, cache=None, masks=None):
+        x = x + self.attn(self.attn_norm(x), positions, rope, cache, masks)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -126,8 +126,9 @@ class GPT(nn.Module):
             x = x + self.pos_embedding(positions)
         x = self.dropout(x)
         rope = self.rope(positions) if self.rope is not None else None
+        masks = {}  # attention masks, built by the first layer of each type and shared
         for i, block in enumerate(self.blocks):
-            x = block(x, positions, rope, kv_cache.layers[i] if kv_cache is not None else None)
+            x = block(x, positions, rope, kv_cache.layers[i] if kv_cache is not None else None, masks)
         logits = self.unembedding(self.norm(x))
         if kv_cache is not None:
             kv_cache.pos += T

@@ -75,6 +75,8 @@ def grouped_mm_supported(x: torch.Tensor, experts: Experts) -> bool:
     if not hasattr(F, "grouped_mm"):  # torch < 2.10
         return False
     dtype = _grouped_mm_dtype(x, experts)
+    if torch.compiler.is_compiling() and dtype != torch.bfloat16:
+        return False  # torch.compile lowers grouped_mm for bf16 only
     if x.device.type == "cuda":
         # the CUDA kernel is bf16-only and needs compute capability 8.0 (Ampere) or newer
         if dtype != torch.bfloat16 or torch.cuda.get_device_capability(x.device) < (8, 0):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from nanogptoss import AttentionBlock, attention_mask, attention_reference, attention_sdpa
-from nanogptoss.attention import repeat_kv
+from nanogptoss.attention import attention_flex, flex_block_mask, repeat_kv, resolve_attn_impl, sink_gate
 
 from conftest import tiny_gptoss
 
@@ -128,3 +128,77 @@ def test_layer_pattern_alternates_banded_and_dense():
     assert [AttentionBlock(cfg, i).window for i in range(4)] == [8, None, 8, None]
     cfg = tiny_gptoss(n_layer=4, window_pattern="SSF")
     assert [AttentionBlock(cfg, i).window for i in range(4)] == [8, 8, None, 8]
+
+
+# -- FlexAttention and the sinks through the log-sum-exp -------------------------
+
+def test_sink_gate_equals_the_appended_sink_logit_with_gradients():
+    # the identity attention_flex relies on, with gradients flowing through lse too
+    q, k, v = qkv(requires_grad=True)
+    sinks = torch.randn(4, requires_grad=True)
+    allowed = attention_mask(torch.arange(10), torch.arange(10), window=4)
+    leaves, grad_out = [q, k, v, sinks], torch.randn(2, 4, 10, 8)
+    scores = (q @ repeat_kv(k, 2).transpose(-2, -1)) / math.sqrt(8)
+    lse = scores.masked_fill(~allowed, float("-inf")).logsumexp(-1)
+    gated = sink_gate(attention_reference(q, k, v, allowed), lse, sinks)
+    ref = attention_reference(q, k, v, allowed, sinks)
+    torch.testing.assert_close(gated, ref, atol=1e-5, rtol=1e-5)
+    for a, b in zip(torch.autograd.grad(gated, leaves, grad_out), torch.autograd.grad(ref, leaves, grad_out)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("window", [None, 3, 20])
+@pytest.mark.parametrize("with_sinks", [False, True])
+def test_flex_path_equals_reference(window, with_sinks):
+    # forward only: PyTorch's FlexAttention has no backward pass on a CPU (the gradients
+    # of the sink part are checked above; benchmarks/check_gpu.py checks all on a GPU)
+    q, k, v = qkv(H=6, G=2, T=37, h=16)
+    sinks = torch.randn(6) if with_sinks else None
+    pos = torch.arange(37)
+    expected = attention_reference(q, k, v, attention_mask(pos, pos, window), sinks)
+    torch.testing.assert_close(attention_flex(q, k, v, flex_block_mask(pos, pos, window), sinks), expected,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_flex_mask_follows_cache_positions():
+    # a ring buffer: slots hold positions out of order, some still empty (-1)
+    k_pos = torch.tensor([8, 9, 10, 3, 4, 5, 6, 7, -1, -1])
+    q_pos = torch.tensor([9, 10])
+    q, (_, k, v) = torch.randn(1, 4, 2, 16), qkv(B=1, T=10, h=16)
+    sinks = torch.randn(4)
+    for window in (None, 4):
+        expected = attention_reference(q, k, v, attention_mask(q_pos, k_pos, window), sinks)
+        got = attention_flex(q, k, v, flex_block_mask(q_pos, k_pos, window), sinks)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_picks_sdpa_on_cpu_and_flex_refuses_to_train_there():
+    q = torch.randn(1, 4, 5, 16)
+    assert resolve_attn_impl("auto", q, cached=False) == "sdpa"
+    assert resolve_attn_impl("flex", q, cached=False) == "flex"
+    with pytest.raises(ValueError, match="no backward pass on a CPU"):
+        resolve_attn_impl("flex", q.requires_grad_(), cached=False)
+    with pytest.raises(ValueError, match="head_dim that is a power of two"):
+        resolve_attn_impl("flex", torch.randn(1, 4, 5, 12), cached=False)
+
+
+def test_flex_block_equals_reference_block():
+    cfg = tiny_gptoss()
+    ref = AttentionBlock(cfg.replace(attn_impl="reference"), layer_idx=0)
+    flex = AttentionBlock(cfg.replace(attn_impl="flex"), layer_idx=0)
+    with torch.no_grad():
+        ref.sinks.normal_()
+        flex.load_state_dict(ref.state_dict())
+        x = torch.randn(2, 20, cfg.d_model)
+        torch.testing.assert_close(flex(x, torch.arange(20)), ref(x, torch.arange(20)), atol=1e-5, rtol=1e-5)
+
+
+def test_layers_of_a_type_share_one_mask_per_forward():
+    cfg = tiny_gptoss(n_layer=4)
+    blocks = [AttentionBlock(cfg, i) for i in range(4)]
+    masks = {}
+    x = torch.randn(1, 12, cfg.d_model)
+    for block in blocks:
+        block(x, torch.arange(12), masks=masks)
+    assert sorted(masks) == [("sdpa", "full"), ("sdpa", "sliding")]
+    assert torch.equal(masks[("sdpa", "sliding")], attention_mask(torch.arange(12), torch.arange(12), 8))
