@@ -16,7 +16,7 @@ import torch
 
 from common import (build_models, common_args, environment, hf_description, measure, print_ratios,
                     print_table, set_paths, setup, write_json)
-from nanogptoss import get_config
+from nanogptoss import generate, get_config
 
 PROMPT = 16
 
@@ -43,8 +43,7 @@ def main(argv=None):
           f"{device} {args.dtype}, {torch.get_num_threads()} threads")
 
     def ours_generate(n, use_cache=True, compile=False):
-        kwargs = dict(compile=True) if compile else {}
-        return lambda: ours.generate(prompt, n, temperature=0, use_cache=use_cache, **kwargs)
+        return lambda: generate(ours, prompt, n, temperature=0, use_cache=use_cache, compile=compile)
 
     rows = [measure("nanogptoss, KV cache, fast paths", ours_generate(new), new, device, repeats, warmup)]
     if args.compile:

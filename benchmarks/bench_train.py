@@ -28,7 +28,7 @@ def paths_in_use(model, x) -> str:
         q = torch.zeros(1, 1, 1, model.config.dim_head, device=x.device,
                         dtype=block.attn.q_proj.weight.dtype, requires_grad=True)
         h = torch.zeros(1, model.config.d_model, device=x.device, dtype=q.dtype, requires_grad=True)
-        moe = resolve_moe_impl(block.mlp.impl, h, block.mlp.experts) if hasattr(block.mlp, "experts") else "dense"
+        moe = resolve_moe_impl(block.mlp.impl, h, block.mlp.experts, model.config.top_k) if hasattr(block.mlp, "experts") else "dense"
         return f"{resolve_attn_impl(block.attn.impl, q, cached=False)} + {moe}"
 
 

@@ -16,7 +16,7 @@ NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope")
 FFNS = ("gelu", "swiglu")
 ATTN_IMPLS = ("auto", "reference", "sdpa", "flex")
-MOE_IMPLS = ("auto", "reference", "dispatch", "grouped")
+MOE_IMPLS = ("auto", "reference", "dispatch", "grouped", "gather")
 
 
 @dataclass
@@ -60,6 +60,7 @@ class GPTConfig:
     # moe.resolve_moe_impl); the others force one, e.g. "reference" to read or to test against
     attn_impl: str = "auto"  # "reference" writes the scores out | "sdpa" | "flex" (FlexAttention, CUDA)
     moe_impl: str = "auto"  # "reference" every expert | "dispatch" chosen ones | "grouped" one grouped GEMM
+    #                         | "gather" each token gathers its experts' weights (decoding)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -41,8 +41,13 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 @torch.no_grad()
 def generate_stream(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                     top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-                    generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-    """Yield the new tokens (B, 1) one at a time, for streaming output."""
+                    generator: torch.Generator | None = None, compile: bool = False) -> Iterator[torch.Tensor]:
+    """Yield the new tokens (B, 1) one at a time, for streaming output.
+
+    `compile` runs the one-token decode steps through `torch.compile` (worth it on a GPU,
+    where a small model's step is bound by kernel launches; the first call compiles for
+    a minute or so). The prompt still runs eagerly.
+    """
     if idx.dim() == 1:
         idx = idx[None]
     if max_new_tokens < 0:
@@ -56,9 +61,12 @@ def generate_stream(model, idx: torch.Tensor, max_new_tokens: int, temperature: 
     model.eval()
     try:
         cache = model.new_kv_cache(max_len=total) if use_cache else None
+        # dynamic: the cache length grows every step; one graph serves them all
+        step = torch.compile(model, dynamic=True) if compile and use_cache else model
         seq, step_input = idx, idx
-        for _ in range(max_new_tokens):
-            logits = model(step_input if use_cache else seq, kv_cache=cache).logits[:, -1, :]
+        for i in range(max_new_tokens):
+            run = step if i > 0 else model
+            logits = run(step_input if use_cache else seq, kv_cache=cache).logits[:, -1, :]
             nxt = sample_next(logits, temperature, top_k, top_p, generator)
             seq = torch.cat([seq, nxt], dim=1)
             step_input = nxt
@@ -70,9 +78,10 @@ def generate_stream(model, idx: torch.Tensor, max_new_tokens: int, temperature: 
 @torch.no_grad()
 def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, compile: bool = False) -> torch.Tensor:
     """The prompt followed by `max_new_tokens` sampled tokens: (B, T + max_new_tokens)."""
     if idx.dim() == 1:
         idx = idx[None]
-    new = list(generate_stream(model, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator))
+    new = list(generate_stream(model, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator,
+                               compile))
     return torch.cat([idx, *new], dim=1)

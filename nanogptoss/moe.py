@@ -10,8 +10,10 @@ The experts are stored as batched tensors, as in gpt-oss and transformers:
   just its tokens and scatters the weighted results back.
 * `moe_grouped` is the same sort and scatter with every expert's matmul in one
   grouped GEMM (`torch.nn.functional.grouped_mm`): no Python loop over experts and no
-  wait for the per-expert counts to reach the host. `resolve_moe_impl` picks it
-  wherever the device and dtype support it.
+  wait for the per-expert counts to reach the host.
+* `moe_gather` gathers each token's chosen expert weights: the decoding path.
+
+`resolve_moe_impl` picks one by device, dtype, gradients and token count.
 """
 
 from __future__ import annotations
@@ -89,13 +91,17 @@ def grouped_mm_supported(x: torch.Tensor, experts: Experts) -> bool:
         and experts.down_proj.data_ptr() % 16 == 0
 
 
-def resolve_moe_impl(impl: str, x: torch.Tensor, experts: Experts) -> str:
+def resolve_moe_impl(impl: str, x: torch.Tensor, experts: Experts, top_k: int) -> str:
     """The path a MoE layer takes. "auto" means grouped GEMM where it is supported and
     faster, else dispatch: always on a GPU; on a CPU only without gradients, because
     there torch's grouped_mm backward (a loop of strided matmuls over one large buffer)
-    measured slower than dispatch's per-expert chunks, which stay in cache."""
+    measured slower than dispatch's per-expert chunks, which stay in cache. Inference on
+    so few tokens that their chosen experts number no more than all experts (decoding)
+    takes the gather path."""
     if impl == "auto":
         training = torch.is_grad_enabled() and (x.requires_grad or experts.gate_up_proj.requires_grad)
+        if not training and x.shape[0] * top_k <= experts.n_experts:
+            return "gather"  # decoding: a few tokens read fewer weights than all experts hold
         if grouped_mm_supported(x, experts) and not (x.device.type == "cpu" and training):
             return "grouped"
         return "dispatch"
@@ -115,7 +121,9 @@ def moe_grouped(x: torch.Tensor, experts: Experts, routing: RouterOutput) -> tor
     token_of = order // k
     # rows offs[e-1]:offs[e] of the sorted tokens belong to expert e; computed on the
     # device, so unlike moe_dispatch nothing waits for the counts
-    counts = torch.bincount(flat_experts, minlength=experts.n_experts)
+    # a scatter, not bincount: its output size never depends on the data, which keeps
+    # the path traceable by torch.compile
+    counts = flat_experts.new_zeros(experts.n_experts).index_add_(0, flat_experts, torch.ones_like(flat_experts))
     offs = counts.cumsum(0).to(torch.int32)
     dtype = _grouped_mm_dtype(x, experts)
 
@@ -131,7 +139,21 @@ def moe_grouped(x: torch.Tensor, experts: Experts, routing: RouterOutput) -> tor
     return torch.zeros(N, x.shape[-1], dtype=weighted.dtype, device=x.device).index_add_(0, token_of, weighted)
 
 
-MOE_IMPLS = {"reference": moe_reference, "dispatch": moe_dispatch, "grouped": moe_grouped}
+def moe_gather(x: torch.Tensor, experts: Experts, routing: RouterOutput) -> torch.Tensor:
+    """Each token gathers its k experts' weights and applies them in batched matmuls.
+
+    As the official gpt-oss reference does. No sort and no loop, and every shape is fixed
+    by (N, k), so a compiled decode step traces it whole; but it reads N·k expert
+    matrices, so it pays off only for a few tokens (decoding), not for a batch.
+    """
+    idx = routing.indices  # (N, k)
+    h = torch.einsum("nd,nkdf->nkf", x, experts.gate_up_proj[idx]) + experts.gate_up_proj_bias[idx]
+    h = swiglu(h, experts.alpha, experts.limit)
+    out = torch.einsum("nkf,nkfd->nkd", h, experts.down_proj[idx]) + experts.down_proj_bias[idx]
+    return (out * routing.weights[..., None].to(out.dtype)).sum(dim=1)
+
+
+MOE_IMPLS = {"reference": moe_reference, "dispatch": moe_dispatch, "grouped": moe_grouped, "gather": moe_gather}
 
 
 class MLPBlock(nn.Module):
@@ -155,5 +177,5 @@ class MLPBlock(nn.Module):
         flat = x.reshape(-1, shape[-1])
         routing = self.router(flat)
         self.last_routing = routing
-        run = MOE_IMPLS[resolve_moe_impl(self.impl, flat, self.experts)]
+        run = MOE_IMPLS[resolve_moe_impl(self.impl, flat, self.experts, routing.indices.shape[1])]
         return self.dropout(run(flat, self.experts, routing).reshape(shape))

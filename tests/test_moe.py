@@ -5,7 +5,7 @@ from transformers import GptOssConfig
 from transformers.models.gpt_oss.modeling_gpt_oss import GptOssMLP
 
 from nanogptoss import MLPBlock, moe_dispatch, moe_reference
-from nanogptoss.moe import moe_grouped, resolve_moe_impl
+from nanogptoss.moe import moe_gather, moe_grouped, resolve_moe_impl
 from nanogptoss.swiglu import SwiGLUMLP
 
 from conftest import randomize_, tiny_gptoss
@@ -126,25 +126,26 @@ def test_grouped_in_bfloat16_matches_dispatch():
 
 
 def test_auto_picks_grouped_on_cpu_only_without_gradients():
-    block = make_block()
+    block = make_block()  # 4 experts, top 2
     x = torch.randn(4, 32)
     with torch.no_grad():
-        assert resolve_moe_impl("auto", x, block.experts) == "grouped"
-    assert resolve_moe_impl("auto", x, block.experts) == "dispatch"  # parameters need gradients
-    assert resolve_moe_impl("reference", x, block.experts) == "reference"
-    assert resolve_moe_impl("grouped", x, block.experts) == "grouped"
+        assert resolve_moe_impl("auto", x, block.experts, 2) == "grouped"
+        assert resolve_moe_impl("auto", x[:2], block.experts, 2) == "gather"  # 2 tokens x 2 experts <= 4
+    assert resolve_moe_impl("auto", x, block.experts, 2) == "dispatch"  # parameters need gradients
+    assert resolve_moe_impl("reference", x, block.experts, 2) == "reference"
+    assert resolve_moe_impl("grouped", x, block.experts, 2) == "grouped"
 
 
 def test_grouped_refuses_unaligned_sizes_with_a_clear_error():
     block = make_block(ffn_hidden=6)  # a 6-float row is 24 bytes, not a multiple of 16
     x = torch.randn(4, 32)
     with torch.no_grad():
-        assert resolve_moe_impl("auto", x, block.experts) == "dispatch"  # auto falls back quietly
+        assert resolve_moe_impl("auto", x, block.experts, 2) == "dispatch"  # auto falls back quietly
     with pytest.raises(ValueError, match="moe_impl='auto' or 'dispatch'"):
-        resolve_moe_impl("grouped", x, block.experts)
+        resolve_moe_impl("grouped", x, block.experts, 2)
 
 
-@pytest.mark.parametrize("impl", ["dispatch", "grouped"])
+@pytest.mark.parametrize("impl", ["dispatch", "grouped", "gather"])
 def test_block_paths_agree_with_the_reference_block(impl):
     ref = make_block(moe_impl="reference")
     fast = MLPBlock(tiny_gptoss(moe_impl=impl))
@@ -152,3 +153,17 @@ def test_block_paths_agree_with_the_reference_block(impl):
     x = torch.randn(2, 11, 32)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_gather_equals_reference_with_gradients():
+    block = make_block(n_experts=6, top_k=3)
+    x = torch.randn(3, 32, requires_grad=True)
+    routing = block.router(x)
+    grad_out = torch.randn(3, 32)
+    ref = moe_reference(x, block.experts, routing)
+    fast = moe_gather(x, block.experts, routing)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    params = [x] + list(block.parameters())
+    g_ref = torch.autograd.grad(ref, params, grad_out, retain_graph=True)
+    for a, b in zip(torch.autograd.grad(fast, params, grad_out), g_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
