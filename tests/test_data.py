@@ -94,7 +94,7 @@ def test_token_shards_cache_both_splits(tmp_path, enc):
     assert len(list((tmp_path / "cache").glob("*.bin"))) == 2
 
 
-def test_batches_are_a_function_of_seed_and_step_and_split_across_ranks():
+def test_batches_are_a_function_of_seed_and_step_and_split_across_ranks_and_micro_steps():
     tokens = np.arange(1000, dtype=np.uint16)
     one = TokenBatches(tokens, block_size=16, batch_size=4, seed=3)
     x, y = one.get(7)
@@ -102,6 +102,8 @@ def test_batches_are_a_function_of_seed_and_step_and_split_across_ranks():
     assert torch.equal(one.get(7)[0], x) and not torch.equal(one.get(8)[0], x)
     halves = [TokenBatches(tokens, 16, 4, seed=3, rank=r, world=2).get(7)[0] for r in range(2)]
     assert torch.equal(torch.stack([halves[0], halves[1]], 1).reshape(4, 16), x)
+    micro = TokenBatches(tokens, 16, 4, seed=3, n_micro=2)
+    assert torch.equal(torch.cat([micro.get(7, 0)[0], micro.get(7, 1)[0]]), x)
     with pytest.raises(ValueError, match="divisible"):
         TokenBatches(tokens, 16, 3, world=2)
     with pytest.raises(DataUnavailable, match="block_size"):

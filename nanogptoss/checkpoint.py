@@ -1,0 +1,148 @@
+"""Training checkpoints: one safetensors file, written atomically, refused when corrupt or mismatched.
+
+A checkpoint holds everything an exact resume needs:
+  model/<name>         the weights (a tied unembedding is stored once, as the embedding)
+  optim/<i>/<key>      AdamW's moments and step counts, per parameter index
+  rng/torch, rng/cuda  the random-number generators' states
+and, in the header's string metadata, JSON for the model config, the training
+config, the step, the optimizer's hyperparameters and the loss scaler.
+
+safetensors stores tensors and strings only, so loading never runs code from the
+file (unlike a pickle). The file is written under a temporary name, flushed to
+disk and renamed over the old one: a crash leaves the old checkpoint or the new
+one, never half of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import GPTConfig
+
+FORMAT = "nanogptoss-checkpoint-1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says what to do."""
+
+
+def _model_tensors(model) -> dict[str, torch.Tensor]:
+    state = model.state_dict()
+    if model.config.tie_embeddings:
+        state.pop("unembedding.weight", None)  # the same tensor as embedding.weight
+    return {f"model/{k}": v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def save_checkpoint(path: str | os.PathLike, model, optimizer=None, scaler=None, step: int = 0,
+                    train_config: dict | None = None, extra: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = _model_tensors(model)
+    meta = {"format": FORMAT, "step": str(step),
+            "model_config": json.dumps(dataclasses.asdict(model.config)),
+            "train_config": json.dumps(train_config or {}), "extra": json.dumps(extra or {})}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        scalars = {}
+        for i, per_param in state["state"].items():
+            for key, value in per_param.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim/{i}/{key}"] = value.detach().contiguous().cpu()
+                else:
+                    scalars[f"{i}/{key}"] = value
+        meta["optim_groups"] = json.dumps(state["param_groups"])
+        meta["optim_scalars"] = json.dumps(scalars)
+    if scaler is not None and scaler.is_enabled():
+        meta["scaler"] = json.dumps(scaler.state_dict())
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=meta)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+class Checkpoint:
+    """A checkpoint file opened for reading: `meta`, `model_config`, `step`, and loaders."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(f"no checkpoint at {self.path}")
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                self.meta = f.metadata() or {}
+                self.tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as err:
+            raise CheckpointError(
+                f"{self.path} is not a readable checkpoint ({type(err).__name__}: {err}); it may be truncated "
+                "or corrupted. Delete it to start over, or point --out-dir at another run.") from None
+        if self.meta.get("format") != FORMAT:
+            raise CheckpointError(f"{self.path} is not a nanogptoss training checkpoint "
+                                  f"(format {self.meta.get('format')!r}, expected {FORMAT!r})")
+        self.step = int(self.meta["step"])
+        self.model_config = GPTConfig(**json.loads(self.meta["model_config"]))
+        self.train_config = json.loads(self.meta.get("train_config", "{}"))
+        self.extra = json.loads(self.meta.get("extra", "{}"))
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return {k.removeprefix("model/"): v for k, v in self.tensors.items() if k.startswith("model/")}
+
+    def load_model(self, model) -> None:
+        if model.config != self.model_config:
+            ours, theirs = dataclasses.asdict(model.config), dataclasses.asdict(self.model_config)
+            diff = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs[k]}
+            raise CheckpointError(f"{self.path} was made for another model; differing fields "
+                                  f"(checkpoint, requested): {diff}. Use the same settings or another --out-dir.")
+        missing, unexpected = model.load_state_dict(self.model_state(), strict=False)
+        allowed_missing = {"unembedding.weight"} if model.config.tie_embeddings else set()
+        if set(missing) - allowed_missing or unexpected:
+            raise CheckpointError(f"{self.path}: missing weights {sorted(set(missing) - allowed_missing)}, "
+                                  f"unexpected {sorted(unexpected)}")
+
+    def load_optimizer(self, optimizer) -> None:
+        if "optim_groups" not in self.meta:
+            raise CheckpointError(f"{self.path} holds no optimizer state, so training cannot resume from it")
+        scalars = json.loads(self.meta["optim_scalars"])
+        state: dict[int, dict] = {}
+        for key, value in self.tensors.items():
+            if key.startswith("optim/"):
+                _, i, name = key.split("/", 2)
+                state.setdefault(int(i), {})[name] = value
+        for key, value in scalars.items():
+            i, name = key.split("/", 1)
+            state.setdefault(int(i), {})[name] = value
+        groups = json.loads(self.meta["optim_groups"])
+        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in optimizer.param_groups]:
+            raise CheckpointError(f"{self.path}: optimizer parameter groups do not match this model")
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+    def load_scaler(self, scaler) -> None:
+        if scaler is not None and scaler.is_enabled() and "scaler" in self.meta:
+            scaler.load_state_dict(json.loads(self.meta["scaler"]))
+
+    def restore_rng(self) -> None:
+        torch.set_rng_state(self.tensors["rng/torch"])
+        if "rng/cuda" in self.tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(self.tensors["rng/cuda"])
+
+
+def load_model(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None):
+    """The model stored in a training checkpoint, ready for inference."""
+    from .model import GPT
+
+    ckpt = Checkpoint(path)
+    model = GPT(ckpt.model_config)
+    ckpt.load_model(model)
+    model = model.to(device=device, dtype=dtype) if dtype else model.to(device)
+    return model.eval(), ckpt

@@ -1,0 +1,204 @@
+"""The trainer: schedule, optimizer groups, exact resume after SIGKILL, DDP equals one process, errors."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanogptoss import GPTOSS
+from nanogptoss.checkpoint import Checkpoint, CheckpointError, load_model, save_checkpoint
+from nanogptoss.train import TrainConfig, build_parser, lr_at, param_groups, parse_overrides, read_metrics, train
+
+from conftest import tiny_gptoss
+
+TINY = ["n_layer=2", "d_model=32", "n_head=2", "n_kv_head=1", "head_dim=16", "ffn_hidden=32",
+        "block_size=32", "sliding_window=8"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def stories(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stories") / "stories.txt"
+    names, things = ["Lily", "Tom", "Sam", "Mia", "Ben"], ["ball", "cat", "kite", "cake", "boat"]
+    text = [f"Once upon a time, {n} had a {t}. {n} loved the {t}. One day the {t} was lost. "
+            f"{n} was sad. Then {n} found the {t} again. The end."
+            for i in range(400) for n, t in [(names[i % 5], things[(i * 3) % 5])]]
+    path.write_text("<|endoftext|>".join(text))
+    return path
+
+
+def config(tmp, stories, name, **kw):
+    base = dict(data=str(stories), set=list(TINY), batch_size=4, max_steps=12, warmup_steps=3,
+                eval_interval=6, eval_batches=2, ckpt_interval=4, out_dir=str(tmp / "runs" / name),
+                log_dir=str(tmp / "logs"), data_dir=str(tmp / "data"), progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def cli_args(cfg: TrainConfig) -> list[str]:
+    args = ["--data", cfg.data, "--batch-size", str(cfg.batch_size), "--max-steps", str(cfg.max_steps),
+            "--warmup-steps", str(cfg.warmup_steps), "--eval-interval", str(cfg.eval_interval),
+            "--eval-batches", str(cfg.eval_batches), "--ckpt-interval", str(cfg.ckpt_interval),
+            "--out-dir", cfg.out_dir, "--log-dir", cfg.log_dir, "--data-dir", cfg.data_dir, "--no-progress",
+            "--grad-accum", str(cfg.grad_accum)]
+    for item in cfg.set:
+        args += ["--set", item]
+    return args
+
+
+def losses(cfg: TrainConfig) -> list[tuple]:
+    rows = read_metrics(Path(cfg.log_dir) / f"{cfg.run_name()}.jsonl")
+    return [(r["step"], r["loss"], r.get("val_loss")) for r in rows]
+
+
+def test_lr_warms_up_then_decays_to_min_lr():
+    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.55)  # half way through the cosine
+    assert lr_at(110, cfg) == pytest.approx(0.1)
+    steps = [lr_at(s, cfg) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(steps, steps[1:]))
+
+
+def test_no_weight_decay_on_norms_biases_sinks_embeddings():
+    model = GPTOSS(tiny_gptoss())
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert decayed and all(("proj" in n or "router.weight" in n or "experts" in n) and not n.endswith("bias")
+                           for n in decayed)
+    assert not any(k in n for n in decayed for k in ("norm", "sinks", "embedding"))
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_overrides_are_typed():
+    assert parse_overrides(["n_layer=2", "attn_sinks=false", "sliding_window=none", "rope_theta=1e4", "norm=rmsnorm"]) \
+        == {"n_layer": 2, "attn_sinks": False, "sliding_window": None, "rope_theta": 1e4, "norm": "rmsnorm"}
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        parse_overrides(["n_layer"])
+
+
+def test_help_documents_every_option():
+    text = build_parser().format_help()
+    for f in TrainConfig.__dataclass_fields__:
+        assert "--" + f.replace("_", "-") in text
+
+
+def test_training_learns_and_writes_checkpoint_metrics_summary(tmp_path, stories):
+    cfg = config(tmp_path, stories, "learn", max_steps=40, eval_interval=20, lr=3e-3)
+    summary = train(cfg)
+    rows = losses(cfg)
+    assert [r[0] for r in rows] == list(range(1, 41))
+    assert rows[-1][2] < 0.6 * rows[0][1]  # validation loss well below the first training loss
+    assert summary["val_bpb"] == pytest.approx(summary["val_loss"] * 0 + summary["val_bpb"])  # finite
+    assert math.isfinite(summary["val_bpb"]) and summary["params_active"] < summary["params_total"]
+    ckpt = Checkpoint(Path(cfg.out_dir) / "checkpoint.safetensors")
+    assert ckpt.step == 40 and ckpt.extra["tokenizer"] == "gpt2-4k"
+    model, _ = load_model(ckpt.path)
+    assert isinstance(model, torch.nn.Module) and model.config.n_layer == 2
+    assert json.loads((Path(cfg.out_dir) / "summary.json").read_text())["steps"] == 40
+
+
+def test_grad_accumulation_gives_the_same_losses(tmp_path, stories):
+    a = config(tmp_path, stories, "acc1", max_steps=4, ckpt_interval=100)
+    b = config(tmp_path, stories, "acc2", max_steps=4, ckpt_interval=100, grad_accum=2)
+    train(a), train(b)
+    for (s1, l1, _), (s2, l2, _) in zip(losses(a), losses(b)):
+        assert s1 == s2 and l2 == pytest.approx(l1, rel=1e-5)
+
+
+def test_sigkill_then_resume_retraces_the_uninterrupted_run(tmp_path, stories):
+    steps = 120
+    full = config(tmp_path, stories, "full", max_steps=steps, ckpt_interval=25, eval_interval=30)
+    train(full)
+    cut = config(tmp_path, stories, "cut", max_steps=steps, ckpt_interval=25, eval_interval=30)
+    log = Path(cut.log_dir) / "cut.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "nanogptoss.train", *cli_args(cut)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 60:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = len(log.read_text().splitlines())
+    saved = Checkpoint(Path(cut.out_dir) / "checkpoint.safetensors").step
+    assert 0 < saved < killed_at < steps
+    train(config(tmp_path, stories, "cut", max_steps=steps, ckpt_interval=25, eval_interval=30, resume=True))
+    assert losses(cut) == losses(full)  # bit for bit, validation losses included
+
+
+def test_two_process_ddp_matches_one_process(tmp_path, stories):
+    one = config(tmp_path, stories, "one", max_steps=5, ckpt_interval=100, eval_interval=5)
+    train(one)
+    two = config(tmp_path, stories, "two", max_steps=5, ckpt_interval=100, eval_interval=5)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--standalone", "-m", "nanogptoss.train", *cli_args(two)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = losses(one), losses(two)
+    assert [r[0] for r in a] == [r[0] for r in b] == [1, 2, 3, 4, 5]
+    for (_, l1, v1), (_, l2, v2) in zip(a, b):
+        assert l2 == pytest.approx(l1, rel=1e-4)
+        assert (v1 is None and v2 is None) or v2 == pytest.approx(v1, rel=1e-4)
+    assert json.loads((Path(two.out_dir) / "summary.json").read_text())["world_size"] == 2
+
+
+def test_resume_refuses_changed_settings_and_existing_runs(tmp_path, stories):
+    cfg = config(tmp_path, stories, "r", max_steps=4)
+    train(cfg)
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(cfg)
+    with pytest.raises(CheckpointError, match="lr"):
+        train(config(tmp_path, stories, "r", max_steps=8, lr=1e-2, resume=True))
+    with pytest.raises(CheckpointError, match="n_layer"):
+        train(config(tmp_path, stories, "r", max_steps=8, resume=True, set=TINY + ["n_layer=3"]))
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
+    model = GPTOSS(tiny_gptoss())
+    opt = torch.optim.AdamW(model.parameters())
+    path = save_checkpoint(tmp_path / "c.safetensors", model, opt, step=3)
+    ckpt = Checkpoint(path)
+    other = GPTOSS(tiny_gptoss())
+    ckpt.load_model(other)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    with pytest.raises(CheckpointError, match="n_layer"):
+        ckpt.load_model(GPTOSS(tiny_gptoss(n_layer=2)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        Checkpoint(path)
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        Checkpoint(path)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        Checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    model = GPTOSS(tiny_gptoss(tie_embeddings=True))
+    for step in range(3):
+        save_checkpoint(tmp_path / "c.safetensors", model, step=step)
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+    assert Checkpoint(tmp_path / "c.safetensors").step == 2
+
+
+def test_bad_cli_options_exit_with_a_message(tmp_path, stories):
+    result = subprocess.run([sys.executable, "-m", "nanogptoss.train", "--data", str(stories), "--batch-size", "6",
+                             "--grad-accum", "4", "--no-progress"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0 and "divisible by --grad-accum" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-m", "nanogptoss.train", "--data", str(tmp_path / "none.txt"),
+                             "--no-progress"], cwd=tmp_path, capture_output=True, text=True)
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
