@@ -86,9 +86,12 @@ def grouped_mm_supported(x: torch.Tensor, experts: Experts) -> bool:
     elif x.device.type != "cpu":
         return False
     d, two_f = experts.gate_up_proj.shape[1:]
-    row_bytes = [n * dtype.itemsize for n in (d, two_f, two_f // 2)]
-    return all(b % 16 == 0 for b in row_bytes) and experts.gate_up_proj.data_ptr() % 16 == 0 \
-        and experts.down_proj.data_ptr() % 16 == 0
+    if any(n * dtype.itemsize % 16 for n in (d, two_f, two_f // 2)):
+        return False
+    # the CUDA kernel also needs 16-byte-aligned weights, which a tensor read in place
+    # from a safetensors file need not be (the CPU kernel does not)
+    return x.device.type != "cuda" or all(w.data_ptr() % 16 == 0
+                                          for w in (experts.gate_up_proj, experts.down_proj))
 
 
 def resolve_moe_impl(impl: str, x: torch.Tensor, experts: Experts, top_k: int) -> str:
@@ -147,9 +150,10 @@ def moe_gather(x: torch.Tensor, experts: Experts, routing: RouterOutput) -> torc
     matrices, so it pays off only for a few tokens (decoding), not for a batch.
     """
     idx = routing.indices  # (N, k)
-    h = torch.einsum("nd,nkdf->nkf", x, experts.gate_up_proj[idx]) + experts.gate_up_proj_bias[idx]
+    # (N, 1, 1, d) @ (N, k, d, 2f): each token's row times each of its k experts' matrices
+    h = (x[:, None, None, :] @ experts.gate_up_proj[idx]).squeeze(2) + experts.gate_up_proj_bias[idx]
     h = swiglu(h, experts.alpha, experts.limit)
-    out = torch.einsum("nkf,nkfd->nkd", h, experts.down_proj[idx]) + experts.down_proj_bias[idx]
+    out = (h[:, :, None, :] @ experts.down_proj[idx]).squeeze(2) + experts.down_proj_bias[idx]
     return (out * routing.weights[..., None].to(out.dtype)).sum(dim=1)
 
 
