@@ -11,7 +11,8 @@ a failure too, reported with its message, so one broken cell never stops a noteb
 
 The inputs come from a fixed seed, so a result can be reproduced; pass `seed=` for
 other draws. `python -m nanogptoss.exercises grade FOLDER` runs every notebook of
-a folder and tabulates the PASS/FAIL lines (see `grade_folder`).
+a folder and tabulates the PASS/FAIL lines (see `grade_folder`); `... strip CHAPTERS --out
+DIR` writes the student versions of the chapters, solutions removed.
 """
 
 from __future__ import annotations
@@ -774,6 +775,66 @@ def write_summary(results: list[NotebookResult], out: Path) -> None:
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.md')}")
 
 
+# -- handing out the assignments -------------------------------------------------
+
+SOLUTION_INTRO = "The worked solution"  # how the book introduces a collapsed solution cell
+
+
+def is_solution(cells, i: int) -> bool:
+    """A solution cell: tagged "solution", or a collapsed (hide-input) code cell right after
+    the book's "The worked solution ..." sentence."""
+    cell = cells[i]
+    if cell.cell_type != "code":
+        return False
+    tags = cell.get("metadata", {}).get("tags", [])
+    if "solution" in tags:
+        return True
+    before = cells[i - 1] if i > 0 else None
+    return ("hide-input" in tags and before is not None and before.cell_type == "markdown"
+            and before.source.lstrip().startswith(SOLUTION_INTRO))
+
+
+def strip_solutions(nb):
+    """The student version of a chapter: solution cells and their introductions removed,
+    every output cleared. Returns the notebook and the number of solutions removed."""
+    cells, drop = nb.cells, set()
+    for i in range(len(cells)):
+        if is_solution(cells, i):
+            drop.add(i)
+            if i > 0 and cells[i - 1].cell_type == "markdown" and cells[i - 1].source.lstrip().startswith(SOLUTION_INTRO):
+                drop.add(i - 1)
+    nb.cells = [c for i, c in enumerate(cells) if i not in drop]
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb, sum(cells[i].cell_type == "code" for i in drop)
+
+
+def strip_folder(sources, out) -> list[Path]:
+    """Write the student version of each notebook in `sources` (files or folders) into `out`."""
+    import nbformat
+
+    paths = []
+    for src in map(Path, sources):
+        if src.is_dir():
+            paths += sorted(src.glob("*.ipynb"))
+        elif src.suffix == ".ipynb" and src.exists():
+            paths.append(src)
+        else:
+            raise ValueError(f"{src} is neither a folder nor an existing .ipynb file")
+    out = Path(out)
+    if any(out.resolve() == p.parent.resolve() for p in paths):
+        raise ValueError(f"--out {out} would overwrite the chapters themselves; choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in paths:
+        nb, n = strip_solutions(nbformat.read(str(path), as_version=4))
+        nbformat.write(nb, str(out / path.name))
+        print(f"{path.name}: {n} solution(s) removed")
+        written.append(out / path.name)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanogptoss.exercises",
                                      description="Grade a folder of student notebooks with the book's checkers.")
@@ -783,6 +844,9 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--out", default=None, help="summary path without suffix (default: FOLDER/grades)")
     grade.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell (default 120)")
     grade.add_argument("--kernel", default="python3", help="Jupyter kernel to run the notebooks with")
+    strip = sub.add_parser("strip", help="write student versions of chapter notebooks: solutions removed")
+    strip.add_argument("sources", nargs="+", help="notebooks or folders of notebooks")
+    strip.add_argument("--out", required=True, help="folder for the student versions")
     sub.add_parser("list", help="list the checkers")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -790,6 +854,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {(checker.__doc__ or '').splitlines()[0]}")
         return 0
     try:
+        if args.command == "strip":
+            strip_folder(args.sources, args.out)
+            return 0
         results = grade_folder(args.folder, args.out, args.timeout, args.kernel)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,6 +7,8 @@ the checkers' own diagnoses, so a checker that stopped catching a mistake fails.
 
 import csv
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -323,3 +325,50 @@ def test_grade_folder_of_student_notebooks(tmp_path):
     assert rows[0]["check_swiglu"] == "PASS" and rows[1]["check_swiglu"] == "FAIL" and rows[2]["check_swiglu"] == ""
     md = (tmp_path / "grades.md").read_text()
     assert md.startswith("| notebook | status | passed | check_swiglu | check_router |") and "alice.ipynb" in md
+
+
+# -- handing out the assignments -------------------------------------------------
+
+def test_strip_removes_solutions_and_outputs(tmp_path, capsys):
+    nbformat = pytest.importorskip("nbformat", reason="install requirements-book.txt")
+    v4 = nbformat.v4
+    cells = [
+        v4.new_markdown_cell("# Chapter"),
+        v4.new_code_cell("plot()", metadata={"tags": ["hide-input"]}),  # a collapsed plot: not a solution
+        v4.new_code_cell("def student_f(x):\n    ...  # your code here"),
+        v4.new_markdown_cell("The worked solution (click to show)."),
+        v4.new_code_cell("def student_f(x):\n    return x", metadata={"tags": ["hide-input"]}),
+        v4.new_code_cell("check_swiglu(student_f)", outputs=[v4.new_output("stream", text="PASS: check_swiglu: ok\n")]),
+        v4.new_code_cell("secret = 1", metadata={"tags": ["solution"]}),
+    ]
+    nb = v4.new_notebook(cells=cells)
+    src = tmp_path / "chapters"
+    src.mkdir()
+    nbformat.write(nb, str(src / "07_x.ipynb"))
+    assert ex.main(["strip", str(src), "--out", str(tmp_path / "student")]) == 0
+    assert "2 solution(s) removed" in capsys.readouterr().out
+    student = nbformat.read(str(tmp_path / "student" / "07_x.ipynb"), as_version=4)
+    sources = [c.source for c in student.cells]
+    assert sources == ["# Chapter", "plot()", "def student_f(x):\n    ...  # your code here", "check_swiglu(student_f)"]
+    assert all(c.outputs == [] for c in student.cells if c.cell_type == "code")
+    # the chapters themselves are never overwritten
+    assert ex.main(["strip", str(src), "--out", str(src)]) == 2
+    assert "overwrite" in capsys.readouterr().err
+
+
+CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_the_chapters_with_exercises_are_found():
+    names = {p.stem for p in CHAPTERS}
+    assert {"07_swiglu", "08_router", "09_moe", "10_assembling_gptoss"} <= names
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_checked_exercise_has_a_solution_that_strip_removes(path):
+    nbformat = pytest.importorskip("nbformat", reason="install requirements-book.txt")
+    nb = nbformat.read(str(path), as_version=4)
+    checks = [c for c in nb.cells if c.cell_type == "code" and re.search(r"^check_\w+\(", c.source, re.M)]
+    stripped, n = ex.strip_solutions(nb)
+    assert n == len(checks), f"{path.name}: {len(checks)} checked exercises but {n} solutions found"
+    assert not any("solution" in c.metadata.get("tags", []) for c in stripped.cells)
