@@ -134,56 +134,28 @@ class PeakMemory:
             self.peak = max(self._status("VmHWM") - self.start, 0)
 
 
-class Row:
-    """One line of a table: a name, the call to time, and the tokens one call produces.
+def time_it(fn, device, repeats: int, warmup: int = 1) -> float:
+    """Median wall-clock seconds of `fn` over `repeats` runs after `warmup` runs.
 
-    `repeats` and `warmup` override the table's for a row too slow to run as often.
+    The median, because this machine is shared: a run slowed by a neighbour is an outlier.
     """
-
-    def __init__(self, name: str, fn, tokens: int, repeats: int | None = None, warmup: int | None = None,
-                 note: str = ""):
-        self.name, self.fn, self.tokens, self.note = name, fn, tokens, note
-        self.repeats, self.warmup = repeats, warmup
-
-
-def _timed(fn, device) -> float:
-    start = time.perf_counter()
-    fn()
+    for _ in range(warmup):
+        fn()
     synchronize(device)
-    return time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def measure(rows: list[Row], device, repeats: int, warmup: int = 1) -> list[dict]:
-    """Median seconds per call of every row, the rows interleaved round by round.
-
-    This machine is shared: interleaving spreads a busy neighbour's slowdown over all
-    rows instead of one, and the median drops the rounds it hit hardest. The memory
-    meter watches each row's warm-up (or, without one, its first timed run) alone.
-    """
-    peaks, times = {}, {row.name: [] for row in rows}
-    for row in rows:
-        n = warmup if row.warmup is None else row.warmup
-        if n > 0:
-            with PeakMemory(device) as mem:
-                for _ in range(n):
-                    row.fn()
-                synchronize(device)
-            peaks[row.name] = mem.peak
-    for r in range(repeats):
-        for row in rows:
-            if r >= (repeats if row.repeats is None else row.repeats):
-                continue
-            if row.name in peaks:
-                times[row.name].append(_timed(row.fn, device))
-            else:
-                with PeakMemory(device) as mem:
-                    times[row.name].append(_timed(row.fn, device))
-                peaks[row.name] = mem.peak
-    return [dict(name=row.name, seconds=statistics.median(times[row.name]),
-                 tokens_per_s=row.tokens / statistics.median(times[row.name]),
-                 peak_mib=None if peaks[row.name] is None else peaks[row.name] / 2**20,
-                 note=row.note, runs=len(times[row.name]))
-            for row in rows]
+def measure(name: str, fn, tokens: int, device, repeats: int, warmup: int = 1, note: str = "") -> dict:
+    with PeakMemory(device) as mem:
+        seconds = time_it(fn, device, repeats, warmup)
+    return dict(name=name, seconds=seconds, tokens_per_s=tokens / seconds,
+                peak_mib=None if mem.peak is None else mem.peak / 2**20, note=note)
 
 
 def peak_flops(device: torch.device, override_tflops: float | None) -> float | None:
