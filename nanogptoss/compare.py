@@ -1,0 +1,447 @@
+"""GPT-OSS against GPT-2, honestly: `python -m nanogptoss.compare --help`.
+
+Two experiments, one runner:
+
+* grid    — GPT-OSS and GPT-2 side by side over heads x layers (the seed project's
+            table, at sizes the device can train), the GPT-2 widened or narrowed so
+            both have the same *active* parameters (or the same training FLOPs);
+* ladder  — GPT-2, then one gpt-oss switch turned on at a time, up to the full
+            GPT-OSS of the preset, so each piece's effect can be read off.
+
+Every run is `python -m nanogptoss.train` in its own process (so peak memory is the
+run's own), repeated over seeds; after training, the runner measures the weights'
+size on disk and greedy generation speed. It writes `table.csv`, `table.md` and
+plots into the output folder. Losses are compared in bits per byte, which does not
+depend on the tokenizer; on the synthetic stories the grammar's exact entropy gives
+the floor no model can beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import PRESETS, GPTConfig, get_config
+from .params import count_parameters, flops_per_token
+
+
+@dataclass
+class RunSpec:
+    """One trained model: a row label, an architecture end, config overrides, a seed."""
+
+    label: str
+    model: str  # "gptoss" | "gpt2": the end whose preset sizes the overrides start from
+    overrides: dict = field(default_factory=dict)
+    seed: int = 0
+    group: str = ""  # rows with the same group share a line in the table (seeds averaged)
+
+    @property
+    def name(self) -> str:
+        slug = "".join(c if c.isalnum() else "-" for c in self.label.lower()).strip("-")
+        while "--" in slug:
+            slug = slug.replace("--", "-")
+        return f"{slug}-s{self.seed}"
+
+    def config(self, preset: str) -> GPTConfig:
+        return get_config(preset, self.model, **self.overrides)
+
+
+# --------------------------------------------------------------------------- the two experiments
+
+def _round8(x: float) -> int:
+    return max(8, int(round(x / 8)) * 8)
+
+
+def matched_gpt2_hidden(gptoss: GPTConfig, gpt2: GPTConfig, match: str = "active") -> int:
+    """The GPT-2 MLP width whose active parameters (or training FLOPs) equal the GPT-OSS's.
+
+    Both quantities grow linearly with the MLP width, so two evaluations give the line.
+    """
+    def measure(cfg: GPTConfig) -> float:
+        if match == "active":
+            return count_parameters(cfg).active
+        if match == "flops":
+            return flops_per_token(cfg, training=True)
+        raise ValueError(f"match must be 'active' or 'flops', got {match!r}")
+
+    target = measure(gptoss)
+    a, b = measure(gpt2.replace(ffn_hidden=8)), measure(gpt2.replace(ffn_hidden=16))
+    width = 8 + (target - a) / ((b - a) / 8)
+    if width < 8:
+        raise ValueError(f"even an 8-wide GPT-2 MLP exceeds the GPT-OSS's {match} size; "
+                         "choose a larger preset or fewer layers")
+    return _round8(width)
+
+
+def grid_specs(preset: str, heads: list[int], layers: list[int], seeds: list[int],
+               match: str = "active") -> list[RunSpec]:
+    """GPT-OSS and a matched GPT-2 for every (heads, layers) cell.
+
+    head_dim follows d_model / heads at both ends, so a cell differs only in architecture;
+    the GPT-OSS keeps the preset's grouping ratio (query heads per KV head) where it divides.
+    """
+    base = PRESETS[preset]
+    d, ratio = base["d_model"], base["n_head"] // base.get("n_kv_head", base["n_head"])
+    specs = []
+    for n_layer in layers:
+        for n_head in heads:
+            if d % n_head:
+                raise ValueError(f"d_model {d} is not divisible by {n_head} heads; choose heads that divide it")
+            kv = n_head // ratio if n_head % ratio == 0 and n_head >= ratio else n_head
+            oss = dict(n_layer=n_layer, n_head=n_head, n_kv_head=kv, head_dim=d // n_head)
+            gpt2 = dict(n_layer=n_layer, n_head=n_head)
+            gpt2["ffn_hidden"] = matched_gpt2_hidden(get_config(preset, "gptoss", **oss),
+                                                     get_config(preset, "gpt2", **gpt2), match)
+            cell = f"{n_head} heads x {n_layer} layers"
+            for seed in seeds:
+                specs.append(RunSpec(f"GPT-OSS {cell}", "gptoss", oss, seed, group=cell))
+                specs.append(RunSpec(f"GPT-2 {cell}", "gpt2", gpt2, seed, group=cell))
+    return specs
+
+
+def ladder_rungs(preset: str) -> list[tuple[str, dict]]:
+    """(label, overrides on the GPT-2 end): each rung adds one gpt-oss switch to the one before.
+
+    The last rung is exactly the preset's GPT-OSS (tests/test_compare.py checks it).
+    """
+    p = PRESETS[preset]
+    d = p["d_model"]
+    steps = [
+        ("GPT-2", {}),
+        ("+ RMSNorm", dict(norm="rmsnorm")),
+        ("+ RoPE", dict(pos="rope")),
+        # a dense SwiGLU as wide as keeps the GELU MLP's parameters (3 matrices instead of 2)
+        ("+ clamped SwiGLU", dict(ffn="swiglu", ffn_hidden=_round8(8 * d / 3))),
+        ("+ grouped-query attention", dict(n_kv_head=p["n_kv_head"], head_dim=p["head_dim"])),
+        ("+ sliding window (alternating)", dict(sliding_window=p["sliding_window"], window_pattern="SF")),
+        ("+ attention sinks", dict(attn_sinks=True)),
+        ("+ untied embeddings", dict(tie_embeddings=False)),
+        ("+ mixture of experts = GPT-OSS", dict(n_experts=p["n_experts"], top_k=p["top_k"],
+                                                ffn_hidden=p["ffn_hidden"])),
+    ]
+    rungs, overrides = [], {}
+    for label, change in steps:
+        overrides = {**overrides, **change}
+        rungs.append((label, dict(overrides)))
+    return rungs
+
+
+def ladder_specs(preset: str, seeds: list[int]) -> list[RunSpec]:
+    return [RunSpec(label, "gpt2", overrides, seed, group=label)
+            for label, overrides in ladder_rungs(preset) for seed in seeds]
+
+
+# --------------------------------------------------------------------------- running
+
+@dataclass
+class Budget:
+    """What every run of a comparison gets, identical across rows."""
+
+    preset: str = "cpu-tiny"
+    data: str = "synthetic"
+    max_steps: int = 200
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup_steps: int = 20
+    eval_interval: int = 50
+    eval_batches: int = 10
+    max_stories: int | None = None
+    device: str = "auto"
+    data_dir: str = "data"
+    gen_tokens: int = 128
+
+
+def _override_args(overrides: dict) -> list[str]:
+    args = []
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={'none' if value is None else str(value).lower() if isinstance(value, bool) else value}"]
+    return args
+
+
+def train_command(spec: RunSpec, budget: Budget, out: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "nanogptoss.train", "--model", spec.model, "--preset", budget.preset,
+           *_override_args(spec.overrides), "--data", budget.data, "--data-dir", budget.data_dir,
+           "--max-steps", str(budget.max_steps), "--batch-size", str(budget.batch_size), "--lr", str(budget.lr),
+           "--warmup-steps", str(budget.warmup_steps), "--eval-interval", str(budget.eval_interval),
+           "--eval-batches", str(budget.eval_batches), "--ckpt-interval", str(budget.max_steps),
+           "--seed", str(spec.seed), "--device", budget.device, "--no-progress",
+           "--out-dir", str(out / "runs" / spec.name), "--log-dir", str(out / "logs")]
+    if budget.max_stories:
+        cmd += ["--max-stories", str(budget.max_stories)]
+    return cmd
+
+
+@torch.no_grad()
+def generation_speed(ckpt_path: Path, new_tokens: int, device: str = "cpu") -> float:
+    """Greedy tokens/s of the trained model (batch 1, KV cache), after a short warm-up."""
+    from .checkpoint import load_model
+    from .generate import generate
+
+    model, _ = load_model(ckpt_path, device=device)
+    idx = torch.zeros((1, 1), dtype=torch.long, device=device)
+    new_tokens = min(new_tokens, model.config.block_size - 1)
+    generate(model, idx, max_new_tokens=8, temperature=0.0)
+    start = time.perf_counter()
+    generate(model, idx, max_new_tokens=new_tokens, temperature=0.0)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return new_tokens / (time.perf_counter() - start)
+
+
+def weights_size_mb(ckpt_path: Path, out_file: Path) -> float:
+    """Size on disk of the model's weights alone (fp32 safetensors), as one would ship them."""
+    from safetensors.torch import save_file
+
+    from .checkpoint import Checkpoint
+
+    state = {k: v.contiguous() for k, v in Checkpoint(ckpt_path).model_state().items()}
+    save_file(state, str(out_file))
+    return out_file.stat().st_size / 2 ** 20
+
+
+def run_one(spec: RunSpec, budget: Budget, out: Path, env: dict | None = None) -> dict:
+    """Train one row in a child process, then measure what the checkpoint gives."""
+    run_dir = out / "runs" / spec.name
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        proc = subprocess.run(train_command(spec, budget, out), env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"training {spec.label} (seed {spec.seed}) failed:\n{proc.stderr[-3000:]}")
+    summary = json.loads(summary_path.read_text())
+    ckpt = run_dir / "checkpoint.safetensors"
+    from .train import read_metrics
+
+    rows = read_metrics(out / "logs" / f"{spec.name}.jsonl")
+    train_tail = [r["loss"] for r in rows[-max(1, len(rows) // 10):]]
+    device = "cuda" if summary["device"].startswith("cuda") else "cpu"
+    return dict(label=spec.label, group=spec.group, model=spec.model, seed=spec.seed,
+                train_loss=statistics.fmean(train_tail), val_loss=summary["val_loss"], val_bpb=summary["val_bpb"],
+                params_total=summary["params_total"], params_active=summary["params_active"],
+                train_flops_per_token=flops_per_token(spec.config(budget.preset).replace(
+                    vocab_size=summary["model_config"]["vocab_size"]), training=True),
+                weights_mb=weights_size_mb(ckpt, run_dir / "model.safetensors"),
+                peak_memory_mb=summary["peak_memory_mb"], train_tokens_per_s=summary["train_tokens_per_s"],
+                gen_tokens_per_s=generation_speed(ckpt, budget.gen_tokens, device),
+                tokenizer=summary["tokenizer"], device=summary["device"], dtype=summary["dtype"],
+                steps=summary["steps"], wall_s=summary["wall_s"], name=spec.name)
+
+
+def run_all(specs: list[RunSpec], budget: Budget, out: str | os.PathLike, progress: bool = True) -> list[dict]:
+    """Every run (those already finished in `out` are reused), in order, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    return [run_one(spec, budget, out, env) for spec in tqdm(specs, desc="runs", unit="run", disable=not progress)]
+
+
+# --------------------------------------------------------------------------- reporting
+
+COLUMNS = [  # (key, header, format)
+    ("val_bpb", "val bits/byte", "{:.4f}"),
+    ("val_loss", "val loss (nats/token)", "{:.4f}"),
+    ("train_loss", "train loss", "{:.4f}"),
+    ("params_total", "total params", "{:,.0f}"),
+    ("params_active", "active params", "{:,.0f}"),
+    ("weights_mb", "weights on disk (MB)", "{:.2f}"),
+    ("peak_memory_mb", "peak memory (MB)", "{:,.0f}"),
+    ("train_tokens_per_s", "train tokens/s", "{:,.0f}"),
+    ("gen_tokens_per_s", "generation tokens/s", "{:,.0f}"),
+]
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    """One line per (group, model): means over seeds, and the spread of the losses."""
+    lines: dict[tuple, list[dict]] = {}
+    for r in results:
+        lines.setdefault((r["group"], r["label"]), []).append(r)
+    table = []
+    for (group, label), runs in lines.items():
+        line = dict(group=group, label=label, seeds=len(runs))
+        for key, _, _ in COLUMNS:
+            values = [r[key] for r in runs]
+            line[key] = statistics.fmean(values)
+            line[key + "_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        table.append(line)
+    return table
+
+
+def _cell(line: dict, key: str, fmt: str) -> str:
+    text = fmt.format(line[key])
+    if key in ("val_bpb", "val_loss", "train_loss") and line["seeds"] > 1:
+        text += f" ± {line[key + '_sd']:.4f}"
+    return text
+
+
+def markdown_table(table: list[dict], floor_bpb: float | None = None) -> str:
+    head = ["model", "seeds"] + [h for _, h, _ in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for line in table:
+        lines.append("| " + " | ".join([line["label"], str(line["seeds"])]
+                                       + [_cell(line, k, f) for k, _, f in COLUMNS]) + " |")
+    text = "\n".join(lines)
+    if floor_bpb is not None:
+        text += (f"\n\nEntropy floor of the synthetic stories: {floor_bpb:.4f} bits/byte "
+                 "(no model can go below it). ± is the standard deviation over seeds.")
+    elif any(line["seeds"] > 1 for line in table):
+        text += "\n\n± is the standard deviation over seeds."
+    return text
+
+
+def write_csv(results: list[dict], path: Path) -> None:
+    keys = list(results[0])
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(results)
+
+
+def plot_curves(results: list[dict], out: Path, path: Path, title: str, floor_bpb: float | None = None) -> None:
+    """Validation bits/byte against steps for every run, one colour per table line."""
+    import matplotlib
+
+    matplotlib.use("Agg") if "matplotlib.pyplot" not in sys.modules else None
+    import matplotlib.pyplot as plt
+
+    from .train import read_metrics
+
+    labels = list(dict.fromkeys(r["label"] for r in results))
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 4.8))
+    colors = plt.cm.viridis([i / max(1, len(labels) - 1) for i in range(len(labels))]) if len(labels) > 2 \
+        else ["tab:blue", "tab:orange"]
+    for color, label in zip(colors, labels):
+        for i, r in enumerate(x for x in results if x["label"] == label):
+            rows = read_metrics(out / "logs" / f"{r['name']}.jsonl")
+            steps = [row["step"] for row in rows]
+            k = max(1, len(rows) // 20)  # a running mean, so the seeds' noise does not hide the trend
+            smooth = [statistics.fmean(row["loss"] for row in rows[max(0, j - k + 1):j + 1]) for j in range(len(rows))]
+            ax_train.plot(steps, smooth, color=color, alpha=0.8, label=label if i == 0 else None)
+            val = [(row["step"], row["val_bpb"]) for row in rows if "val_bpb" in row]
+            ax_val.plot(*zip(*val), "o-", color=color, alpha=0.8, label=label if i == 0 else None)
+    if floor_bpb is not None:
+        ax_val.axhline(floor_bpb, color="black", ls="--", lw=1, label="entropy floor")
+    ax_train.set(xlabel="step", ylabel="train loss (nats/token, running mean)", title="training loss")
+    ax_val.set(xlabel="step", ylabel="bits per byte", title="validation bits/byte")
+    ax_val.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ladder(table: list[dict], path: Path, title: str, floor_bpb: float | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg") if "matplotlib.pyplot" not in sys.modules else None
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    y = list(range(len(table)))[::-1]
+    ax.barh(y, [line["val_bpb"] for line in table], xerr=[line["val_bpb_sd"] for line in table],
+            color="tab:blue", alpha=0.75, capsize=3)
+    ax.set_yticks(y, [line["label"] for line in table])
+    low = min(line["val_bpb"] - line["val_bpb_sd"] for line in table)
+    if floor_bpb is not None:
+        ax.axvline(floor_bpb, color="black", ls="--", lw=1, label="entropy floor")
+        ax.legend()
+        low = min(low, floor_bpb)
+    high = max(line["val_bpb"] + line["val_bpb_sd"] for line in table)
+    ax.set_xlim(low - 0.1 * (high - low), high + 0.05 * (high - low))
+    ax.set(xlabel="validation bits per byte (lower is better)", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def entropy_floor(budget: Budget) -> float | None:
+    if budget.data != "synthetic":
+        return None
+    from .synthetic import bits_per_byte
+
+    return bits_per_byte()
+
+
+def report(experiment: str, results: list[dict], budget: Budget, out: Path, command: str) -> str:
+    """Write table.csv, table.md and the plots for one experiment; returns the markdown."""
+    floor = entropy_floor(budget)
+    table = summarize(results)
+    write_csv(results, out / f"{experiment}.csv")
+    r = results[0]
+    what = ("TinyStories" if budget.data == "tinystories" else
+            "synthetic stories (nanogptoss.synthetic)" if budget.data == "synthetic" else budget.data)
+    header = (f"{experiment}: preset {budget.preset}, {budget.max_steps} steps of {budget.batch_size} sequences, "
+              f"{what}, tokenizer {r['tokenizer']}, {r['device']} {r['dtype']}.\n\n"
+              f"Command: `{command}`\n\n")
+    md = header + markdown_table(table, floor) + "\n"
+    (out / f"{experiment}.md").write_text(md)
+    plot_curves(results, out, out / f"{experiment}_curves.png", f"{experiment} ({budget.preset})", floor)
+    if experiment == "ladder":
+        plot_ladder(table, out / "ladder.png", f"what each gpt-oss piece buys ({budget.preset})", floor)
+    return md
+
+
+# --------------------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nanogptoss.compare",
+        description="Train GPT-OSS and GPT-2 side by side (grid) or one gpt-oss switch at a time (ladder), "
+                    "and write tables and plots. Finished runs in --out are reused.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("experiment", choices=("grid", "ladder", "both"))
+    b = Budget()
+    parser.add_argument("--preset", default=b.preset, choices=[p for p in PRESETS if not p.startswith("gpt-oss")])
+    parser.add_argument("--data", default=b.data, help="tinystories, synthetic, or a local file/folder")
+    parser.add_argument("--heads", type=int, nargs="+", default=[2, 4], help="grid: query heads")
+    parser.add_argument("--layers", type=int, nargs="+", default=[2, 4], help="grid: layers")
+    parser.add_argument("--match", default="active", choices=("active", "flops"),
+                        help="grid: size the GPT-2 MLP to the GPT-OSS's active parameters or training FLOPs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--max-steps", type=int, default=b.max_steps)
+    parser.add_argument("--batch-size", type=int, default=b.batch_size)
+    parser.add_argument("--lr", type=float, default=b.lr)
+    parser.add_argument("--warmup-steps", type=int, default=b.warmup_steps)
+    parser.add_argument("--eval-interval", type=int, default=b.eval_interval)
+    parser.add_argument("--eval-batches", type=int, default=b.eval_batches)
+    parser.add_argument("--max-stories", type=int, default=None)
+    parser.add_argument("--device", default=b.device)
+    parser.add_argument("--data-dir", default=b.data_dir)
+    parser.add_argument("--out", default="compare", help="folder for runs, tables and plots")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    budget = Budget(preset=args.preset, data=args.data, max_steps=args.max_steps, batch_size=args.batch_size,
+                    lr=args.lr, warmup_steps=args.warmup_steps, eval_interval=args.eval_interval,
+                    eval_batches=args.eval_batches, max_stories=args.max_stories, device=args.device,
+                    data_dir=args.data_dir)
+    out = Path(args.out)
+    command = "python -m nanogptoss.compare " + " ".join(argv)
+    experiments = ["grid", "ladder"] if args.experiment == "both" else [args.experiment]
+    try:
+        for experiment in experiments:
+            specs = (grid_specs(args.preset, args.heads, args.layers, args.seeds, args.match)
+                     if experiment == "grid" else ladder_specs(args.preset, args.seeds))
+            results = run_all(specs, budget, out)
+            print(report(experiment, results, budget, out, command))
+    except (ValueError, RuntimeError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

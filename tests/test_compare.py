@@ -1,0 +1,92 @@
+"""The comparison runner: the experiments it sets up, and one tiny end-to-end run."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nanogptoss.compare import (Budget, RunSpec, grid_specs, ladder_rungs, ladder_specs, markdown_table,
+                                matched_gpt2_hidden, report, run_all, summarize)
+from nanogptoss.config import get_config
+from nanogptoss.params import count_parameters, flops_per_token
+
+
+@pytest.mark.parametrize("preset", ["cpu-tiny", "colab-t4", "gpu"])
+def test_ladder_turns_on_one_switch_at_a_time_and_ends_at_gptoss(preset):
+    rungs = ladder_rungs(preset)
+    configs = [get_config(preset, "gpt2", **overrides) for _, overrides in rungs]
+    assert configs[0] == get_config(preset, "gpt2")
+    assert configs[-1] == get_config(preset, "gptoss")
+    for before, after in zip(configs, configs[1:]):
+        assert before != after  # every rung changes something
+    assert len({label for label, _ in rungs}) == len(rungs)
+
+
+@pytest.mark.parametrize("match", ["active", "flops"])
+def test_grid_matches_gpt2_to_gptoss(match):
+    specs = grid_specs("cpu-tiny", heads=[2, 4], layers=[2, 3], seeds=[0], match=match)
+    assert len(specs) == 8
+    measure = (lambda c: count_parameters(c).active) if match == "active" else \
+        (lambda c: flops_per_token(c, training=True))
+    for oss, gpt2 in zip(specs[::2], specs[1::2]):
+        assert (oss.model, gpt2.model) == ("gptoss", "gpt2") and oss.group == gpt2.group
+        a, b = measure(oss.config("cpu-tiny")), measure(gpt2.config("cpu-tiny"))
+        assert abs(a - b) / a < 0.01, (oss.label, a, b)
+        assert oss.config("cpu-tiny").n_head == gpt2.config("cpu-tiny").n_head
+        assert oss.config("cpu-tiny").dim_head == gpt2.config("cpu-tiny").dim_head
+
+
+def test_grid_rejects_heads_that_do_not_divide_the_width():
+    with pytest.raises(ValueError, match="not divisible"):
+        grid_specs("cpu-tiny", heads=[3], layers=[2], seeds=[0])
+    with pytest.raises(ValueError, match="match"):
+        matched_gpt2_hidden(get_config("cpu-tiny"), get_config("cpu-tiny", "gpt2"), match="bytes")
+
+
+def test_summary_averages_seeds_and_reports_spread():
+    results = [dict(group="g", label="A", seed=s, val_bpb=v, val_loss=v, train_loss=v, params_total=10,
+                    params_active=5, weights_mb=1.0, peak_memory_mb=100.0, train_tokens_per_s=1.0,
+                    gen_tokens_per_s=1.0) for s, v in enumerate([1.0, 2.0, 3.0])]
+    (line,) = summarize(results)
+    assert line["seeds"] == 3 and line["val_bpb"] == pytest.approx(2.0) and line["val_bpb_sd"] == pytest.approx(1.0)
+    assert "2.0000 ± 1.0000" in markdown_table([line], floor_bpb=0.5)
+    assert "0.5000 bits/byte" in markdown_table([line], floor_bpb=0.5)
+
+
+def test_tiny_comparison_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    budget = Budget(max_steps=4, batch_size=4, eval_interval=2, eval_batches=2, max_stories=300,
+                    warmup_steps=1, gen_tokens=8, device="cpu")
+    specs = [RunSpec("GPT-2", "gpt2", dict(n_layer=1), seed=0, group="x"),
+             RunSpec("GPT-OSS", "gptoss", dict(n_layer=1), seed=0, group="x")]
+    results = run_all(specs, budget, tmp_path / "out", progress=False)
+    assert [r["label"] for r in results] == ["GPT-2", "GPT-OSS"]
+    for r in results:
+        assert 0 < r["val_bpb"] < 10 and r["gen_tokens_per_s"] > 0 and r["weights_mb"] > 0
+    assert results[1]["params_total"] > results[1]["params_active"]  # the MoE holds more than a token uses
+    md = report("grid", results, budget, tmp_path / "out", "python -m nanogptoss.compare grid ...")
+    assert "Entropy floor" in md and "| GPT-OSS | 1 |" in md
+    for name in ("grid.md", "grid.csv", "grid_curves.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    with open(tmp_path / "out" / "grid.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    # finished runs are reused, not retrained
+    ckpt = tmp_path / "out" / "runs" / specs[0].name / "checkpoint.safetensors"
+    before = ckpt.stat().st_mtime_ns
+    again = run_all(specs[:1], budget, tmp_path / "out", progress=False)
+    assert ckpt.stat().st_mtime_ns == before and again[0]["val_bpb"] == results[0]["val_bpb"]
+
+
+def test_ladder_specs_cover_every_seed():
+    specs = ladder_specs("cpu-tiny", seeds=[0, 1])
+    assert len(specs) == 2 * len(ladder_rungs("cpu-tiny"))
+    assert len({s.name for s in specs}) == len(specs)
+
+
+def test_cli_reports_bad_options_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "nanogptoss.compare", "grid", "--heads", "3",
+                             "--out", str(tmp_path)], capture_output=True, text=True, env=dict(os.environ))
+    assert result.returncode != 0
+    assert "not divisible" in result.stderr and "Traceback" not in result.stderr
