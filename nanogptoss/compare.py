@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from .config import PRESETS, GPTConfig, get_config
+from .data import pick_source
 from .params import count_parameters, flops_per_token
 
 
@@ -395,6 +396,14 @@ def report(experiment: str, results: list[dict], budget: Budget, out: Path, comm
 
 # --------------------------------------------------------------------------- command line
 
+def pick_preset(name: str = "auto") -> str:
+    if name != "auto":
+        return name
+    if not torch.cuda.is_available():
+        return "cpu-tiny"
+    return "gpu" if torch.cuda.is_bf16_supported(including_emulation=False) else "colab-t4"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nanogptoss.compare",
@@ -403,10 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("experiment", choices=("grid", "ladder", "both"))
     b = Budget()
-    parser.add_argument("--preset", default=b.preset, choices=[p for p in PRESETS if not p.startswith("gpt-oss")])
-    parser.add_argument("--data", default=b.data, help="tinystories, synthetic, or a local file/folder")
-    parser.add_argument("--heads", type=int, nargs="+", default=[2, 4], help="grid: query heads")
-    parser.add_argument("--layers", type=int, nargs="+", default=[2, 4], help="grid: layers")
+    parser.add_argument("--preset", default="auto", choices=["auto"] + [p for p in PRESETS if not p.startswith("gpt-oss")],
+                        help="auto: cpu-tiny without a GPU, colab-t4 on GPUs without bf16, gpu on the others")
+    parser.add_argument("--data", default="auto",
+                        help="auto (TinyStories when it can be had, else synthetic stories, with a note), "
+                             "tinystories, synthetic, or a local file/folder")
+    parser.add_argument("--heads", type=int, nargs="+", default=None,
+                        help="grid: query heads (default: the preset's), e.g. --heads 2 4 8")
+    parser.add_argument("--layers", type=int, nargs="+", default=None,
+                        help="grid: layers (default: the preset's), e.g. --layers 2 4")
     parser.add_argument("--match", default="active", choices=("active", "flops"),
                         help="grid: size the GPT-2 MLP to the GPT-OSS's active parameters or training FLOPs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -426,17 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    budget = Budget(preset=args.preset, data=args.data, max_steps=args.max_steps, batch_size=args.batch_size,
+    budget = Budget(preset=pick_preset(args.preset), data=pick_source(args.data), max_steps=args.max_steps, batch_size=args.batch_size,
                     lr=args.lr, warmup_steps=args.warmup_steps, eval_interval=args.eval_interval,
                     eval_batches=args.eval_batches, max_stories=args.max_stories, device=args.device,
                     data_dir=args.data_dir)
     out = Path(args.out)
     command = "python -m nanogptoss.compare " + " ".join(argv)
+    print(f"preset {budget.preset}, data {budget.data}", flush=True)
     experiments = ["grid", "ladder"] if args.experiment == "both" else [args.experiment]
     try:
         for experiment in experiments:
-            specs = (grid_specs(args.preset, args.heads, args.layers, args.seeds, args.match)
-                     if experiment == "grid" else ladder_specs(args.preset, args.seeds))
+            p = PRESETS[budget.preset]
+            specs = (grid_specs(budget.preset, args.heads or [p["n_head"]], args.layers or [p["n_layer"]],
+                                args.seeds, args.match)
+                     if experiment == "grid" else ladder_specs(budget.preset, args.seeds))
             results = run_all(specs, budget, out)
             print(report(experiment, results, budget, out, command))
     except (ValueError, RuntimeError) as err:

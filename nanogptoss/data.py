@@ -147,6 +147,20 @@ def load_texts(source: str = "tinystories", split: str = "train", limit: int | N
     return stories[:limit] if limit else stories
 
 
+def pick_source(source: str = "auto") -> str:
+    """ "auto": TinyStories when it can be had (hub, datasets cache or $NANOGPTOSS_DATA), else the
+    synthetic stories, saying so loudly; any other source is returned as it is."""
+    if source != "auto":
+        return source
+    try:
+        load_texts("tinystories", "validation", limit=1)
+        return "tinystories"
+    except DataUnavailable as err:
+        print(f"NOTE: TinyStories is not available here, so the synthetic stories are used instead.\n"
+              f"      ({err})", flush=True)
+        return "synthetic"
+
+
 # --------------------------------------------------------------------------- token shards
 
 def _header_path(bin_path: Path) -> Path:

@@ -113,3 +113,21 @@ def test_batches_are_a_function_of_seed_and_step_and_split_across_ranks_and_micr
 def test_bits_per_byte():
     header = {"count": 250, "bytes": 1000}
     assert bits_per_byte(math.log(2) * 4, header) == pytest.approx(1.0)  # 4 bits/token, 4 bytes/token
+
+
+def test_auto_source_uses_tinystories_when_it_can_be_had_else_says_it_falls_back(tmp_path, monkeypatch, capsys):
+    from nanogptoss.data import pick_source
+
+    assert pick_source("synthetic") == "synthetic" and pick_source("stories.txt") == "stories.txt"
+    monkeypatch.delenv("NANOGPTOSS_DATA", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))
+    assert pick_source("auto") == "synthetic"
+    assert "TinyStories is not available" in capsys.readouterr().out
+    local = tmp_path / "tiny"
+    local.mkdir()
+    (local / "train.txt").write_text("Once there was a cat.<|endoftext|>The end came.")
+    (local / "valid.txt").write_text("A dog ran.<|endoftext|>It was happy.")
+    monkeypatch.setenv("NANOGPTOSS_DATA", str(local))
+    assert pick_source("auto") == "tinystories"
