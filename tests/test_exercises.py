@@ -284,7 +284,7 @@ def test_grader_rejects_a_folder_without_notebooks(tmp_path, capsys):
 # -- the bulk grader on real notebooks ------------------------------------------
 
 def write_notebook(path, *sources):
-    nbformat = pytest.importorskip("nbformat", reason="install requirements-book.txt")
+    import nbformat
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -292,8 +292,6 @@ def write_notebook(path, *sources):
 
 
 def test_grade_folder_of_student_notebooks(tmp_path):
-    pytest.importorskip("nbclient", reason="install requirements-book.txt")
-    pytest.importorskip("ipykernel", reason="install requirements-book.txt")
     header = "import torch\nfrom nanogptoss.exercises import check_swiglu, check_router"
     write_notebook(tmp_path / "alice.ipynb", header,
                    "def my_swiglu(x, alpha, limit):\n"
@@ -330,7 +328,7 @@ def test_grade_folder_of_student_notebooks(tmp_path):
 # -- handing out the assignments -------------------------------------------------
 
 def test_strip_removes_solutions_and_outputs(tmp_path, capsys):
-    nbformat = pytest.importorskip("nbformat", reason="install requirements-book.txt")
+    import nbformat
     v4 = nbformat.v4
     cells = [
         v4.new_markdown_cell("# Chapter"),
@@ -366,7 +364,7 @@ def test_the_chapters_with_exercises_are_found():
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_every_checked_exercise_has_a_solution_that_strip_removes(path):
-    nbformat = pytest.importorskip("nbformat", reason="install requirements-book.txt")
+    import nbformat
     nb = nbformat.read(str(path), as_version=4)
     checks = [c for c in nb.cells if c.cell_type == "code" and re.search(r"^check_\w+\(", c.source, re.M)]
     stripped, n = ex.strip_solutions(nb)

@@ -73,8 +73,8 @@ def test_one_dense_layer_reaches_everything_before():
 # the widget itself: set the controls the way a reader would, read the explorer's numbers
 @pytest.fixture
 def explorer():
-    pytest.importorskip("ipywidgets")
-    matplotlib = pytest.importorskip("matplotlib")
+    import ipywidgets  # noqa: F401  (the explorer needs it)
+    import matplotlib
     matplotlib.use("Agg")
     from nanogptoss.widgets import AttentionMaskExplorer
     return AttentionMaskExplorer(seq_len=16, window=4, n_layers=3, sinks=False, causal=True, banded=True)
