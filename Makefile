@@ -17,7 +17,7 @@ ifneq ($(SHARED),)
 export HF_HUB_OFFLINE := 1
 endif
 
-.PHONY: setup run test clean
+.PHONY: setup run test clean book-setup book nbval book-test
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,28 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# The book: the Jupyter Book site, its notebooks under nbval, and the built site in a browser.
+# A separate stamp, so the library's setup stays light; torch is pinned in the same pip
+# command, so no book dependency can upgrade it.
+$(VENV)/.installed-book: $(VENV)/.installed requirements-book.txt
+	$(PY) -m pip install -q -r requirements-book.txt "$(TORCH_PIN)"
+	touch $@
+
+book-setup: $(VENV)/.installed-book
+
+# warnings are errors; chapters execute (cached in _build/.jupyter_cache), training notebooks keep their outputs
+book: book-setup
+	$(VENV)/bin/jupyter-book build . -W
+
+# every notebook runs; cells marked `# NBVAL_CHECK_OUTPUT` are compared with their saved outputs.
+# Sizes follow the device: small on a CPU, full on a GPU (.github/workflows/gpu-notebooks.yml).
+nbval: book-setup
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks/
+
+# headless Chromium over _build/html (make book first); screenshots in _build/screenshots/
+book-test: book-setup
+	$(PY) -m pytest -q -p no:cacheprovider book/tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache _build

@@ -1,0 +1,269 @@
+"""The book's structure: table of contents, the Colab cell, widget state, exercises, citations.
+
+Fast checks on the committed files only (no notebook is executed here: `make nbval`
+runs them, `make book` builds the site, `make book-test` opens it in a browser).
+Notebooks are read as JSON so these tests need nothing beyond the library's requirements.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def toc_files() -> list[str]:
+    """Every `file:` entry of the toc, the root first, in reading order."""
+    files = [TOC["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    for part in TOC.get("parts", []):
+        walk(part.get("chapters"))
+    walk(TOC.get("chapters"))
+    return files
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def source(cell) -> str:
+    return text(cell["source"])
+
+
+def text(value) -> str:
+    return "".join(value) if isinstance(value, list) else value
+
+
+def code_cells(nb) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def is_training(path: Path) -> bool:
+    return any(fnmatch.fnmatch(path.name, p) for p in CONFIG["execute"]["exclude_patterns"])
+
+
+def by_name(paths):
+    return pytest.mark.parametrize("path", paths, ids=[p.stem for p in paths])
+
+
+# -- table of contents --------------------------------------------------------------------
+
+def test_there_are_chapters():
+    assert len(NOTEBOOKS) >= 7, f"expected the chapter notebooks in notebooks/, found {NOTEBOOKS}"
+
+
+def test_every_toc_entry_exists():
+    for entry in toc_files():
+        matches = [ROOT / f"{entry}{suffix}" for suffix in (".md", ".ipynb") if (ROOT / f"{entry}{suffix}").exists()]
+        assert len(matches) == 1, f"_toc.yml lists {entry!r}: expected exactly one of {entry}.md / {entry}.ipynb"
+
+
+def test_every_notebook_and_page_is_in_the_toc():
+    listed = set(toc_files())
+    for path in NOTEBOOKS + sorted((ROOT / "book").glob("*.md")):
+        entry = path.relative_to(ROOT).with_suffix("").as_posix()
+        assert entry in listed, f"{entry} is not in _toc.yml: add `- file: {entry}`"
+
+
+def test_toc_lists_chapters_in_order_without_repeats():
+    entries = toc_files()
+    assert len(entries) == len(set(entries)), "an entry appears twice in _toc.yml"
+    chapters = [e for e in entries if e.startswith("notebooks/")]
+    assert chapters == sorted(chapters), "notebooks must appear in _toc.yml in the order of their numbers"
+    numbers = [int(Path(c).name.split("_")[0]) for c in chapters]
+    assert numbers == list(range(len(numbers))), f"chapter numbers should run 0, 1, 2, ... without gaps: {numbers}"
+
+
+@by_name(NOTEBOOKS)
+def test_notebook_title_matches_its_number(path):
+    nb = load(path)
+    titles = [source(c) for c in nb["cells"] if c["cell_type"] == "markdown" and source(c).startswith("# ")]
+    assert titles, f"{path.name}: no '# N. Title' heading"
+    number = int(path.name.split("_")[0])
+    assert titles[0].startswith(f"# {number}. "), f"{path.name}: the first heading should start '# {number}. '"
+
+
+# -- the Colab cell --------------------------------------------------------------------------
+
+def run_first_cell(path: Path, monkeypatch, colab: bool) -> list:
+    """Execute the notebook's first cell with subprocess.run recorded instead of run."""
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda args, **kw: calls.append(list(args)))
+    if colab:
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    namespace: dict = {}
+    exec(compile(source(code_cells(load(path))[0]), f"{path.name}[0]", "exec"), namespace)
+    return calls
+
+
+@by_name(NOTEBOOKS)
+def test_first_cell_installs_from_the_repository_on_colab_only(path, monkeypatch):
+    nb = load(path)
+    first = nb["cells"][0]
+    assert first["cell_type"] == "code", f"{path.name}: the first cell must be the Colab install cell"
+    assert "remove-cell" in first["metadata"].get("tags", []), f"{path.name}: tag the Colab cell 'remove-cell'"
+    assert not first.get("outputs"), f"{path.name}: the Colab cell prints nothing outside Colab"
+    url = CONFIG["repository"]["url"]
+    assert f'REPO_URL = "{url}"' in source(first), f"{path.name}: REPO_URL must be _config.yml's repository.url {url}"
+
+    assert run_first_cell(path, monkeypatch, colab=False) == [], f"{path.name}: the first cell ran pip outside Colab"
+    calls = run_first_cell(path, monkeypatch, colab=True)
+    assert len(calls) == 1, f"{path.name}: on Colab the first cell should run exactly one pip install, ran {calls}"
+    args = calls[0]
+    assert args[1:4] == ["-m", "pip", "install"], args
+    assert f"git+{url}" in args, f"{path.name}: installs {args}, not git+{url}"
+    assert not any(re.match(r"(torch|pytorch)\b", a) for a in args), f"{path.name}: never reinstall torch: {args}"
+    assert "--upgrade" not in args and "-U" not in args, f"{path.name}: --upgrade would replace Colab's torch"
+
+
+def test_launch_buttons_point_at_colab():
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert CONFIG["repository"]["url"].startswith("https://github.com/")
+
+
+# -- executed, with the outputs the site shows -------------------------------------------------
+
+@by_name(NOTEBOOKS)
+def test_notebook_is_executed_top_to_bottom_without_errors(path):
+    cells = code_cells(load(path))[1:]  # the Colab cell may be unexecuted: it is removed from the site
+    counts = [c["execution_count"] for c in cells]
+    assert all(n is not None for n in counts), (f"{path.name}: unexecuted cells; run "
+                                                f"`.venv/bin/python book/run_notebooks.py {path.relative_to(ROOT)}`")
+    assert counts == sorted(counts) and len(set(counts)) == len(counts), \
+        f"{path.name}: cells were run out of order ({counts}); re-execute from the top"
+    for c in cells:
+        errors = [o for o in c.get("outputs", []) if o["output_type"] == "error"]
+        assert not errors, f"{path.name}: a cell saved an error: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    assert any(o["output_type"] == "display_data" and "image/png" in o["data"]
+               for c in cells for o in c.get("outputs", [])), f"{path.name}: a chapter draws at least one figure"
+
+
+@by_name(NOTEBOOKS)
+def test_widget_state_is_saved_where_widgets_are_shown(path):
+    nb = load(path)
+    views = [o["data"][WIDGET_VIEW]["model_id"] for c in code_cells(nb) for o in c.get("outputs", [])
+             if WIDGET_VIEW in o.get("data", {})]
+    # widgets come from nanogptoss.widgets, or from ipywidgets directly, or from tqdm.auto's progress bars
+    uses_widgets = any(re.search(r"nanogptoss\.widgets|ipywidgets", source(c)) for c in code_cells(nb))
+    if not uses_widgets and not views:
+        return
+    assert views, f"{path.name} builds a widget but shows none; end the cell with the widget"
+    state = nb["metadata"].get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    assert state, f"{path.name}: no widget state saved; execute it with book/run_notebooks.py"
+    missing = [m for m in views if m not in state]
+    assert not missing, f"{path.name}: widget views {missing} have no saved state; re-execute the notebook"
+
+
+@by_name(NOTEBOOKS)
+def test_deterministic_cells_are_checked_by_nbval(path):
+    checked = [c for c in code_cells(load(path)) if re.search(r"^\s*# NBVAL_CHECK_OUTPUT\s*$", source(c), re.M)]
+    if is_training(path):
+        return  # recorded runs: nothing in them is reproducible on a CPU
+    assert len(checked) >= 2, f"{path.name}: mark deterministic cells with `# NBVAL_CHECK_OUTPUT`"
+    for c in checked:
+        assert c.get("outputs"), f"{path.name}: a checked cell has no saved output to compare with"
+
+
+def test_training_notebooks_are_excluded_from_execution_and_say_how_they_ran():
+    patterns = CONFIG["execute"]["exclude_patterns"]
+    assert "*train*.ipynb" in patterns
+    for path in NOTEBOOKS:
+        if not is_training(path):
+            continue
+        text = "\n".join(source(c) for c in load(path)["cells"] if c["cell_type"] == "markdown")
+        assert re.search(r"device", text, re.I) and "python -m nanogptoss" in text, \
+            f"{path.name}: a recorded run must name its device and the command that produced it"
+
+
+# -- chapter structure --------------------------------------------------------------------------
+
+@by_name(NOTEBOOKS)
+def test_chapter_ends_with_exercises(path):
+    if is_training(path):
+        return
+    nb = load(path)
+    headings = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"
+                and re.search(r"^## Exercises", source(c), re.M)]
+    assert headings, f"{path.name}: no '## Exercises' section"
+    tail = nb["cells"][headings[-1]:]
+    solutions = [c for c in tail if c["cell_type"] == "code" and "hide-input" in c["metadata"].get("tags", [])]
+    assert solutions, f"{path.name}: the exercise needs a worked solution in a cell tagged hide-input"
+    checks = [c for c in tail if c["cell_type"] == "code" and re.search(r"\bcheck_\w+\(|PASS", source(c))]
+    assert checks, f"{path.name}: the exercise needs a cell that checks the reader's function"
+    printed = "".join(text(o.get("text", "")) for c in checks for o in c.get("outputs", []))
+    assert "PASS" in printed and "FAIL" not in printed, f"{path.name}: the worked solution must pass its check"
+
+
+@by_name(NOTEBOOKS)
+def test_exercise_checkers_exist(path):
+    from nanogptoss import exercises
+
+    for c in code_cells(load(path)):
+        for name in re.findall(r"from nanogptoss\.exercises import ([\w, ]+)", source(c)):
+            for checker in (n.strip() for n in name.split(",")):
+                assert callable(getattr(exercises, checker, None)), f"{path.name}: no checker {checker}"
+
+
+@by_name([p for p in NOTEBOOKS if (ROOT / "nanogptoss" / f"{p.stem.split('_', 1)[1]}.py").exists()])
+def test_module_chapters_show_the_library_source(path):
+    """Chapters named after a module read its source from the installed library, never a copy."""
+    assert any("inspect.getsource" in source(c) for c in code_cells(load(path))), \
+        f"{path.name}: show the library's code with inspect.getsource"
+
+
+@by_name(NOTEBOOKS)
+def test_data_fallback_is_announced(path):
+    text = "".join(source(c) for c in code_cells(load(path)))
+    if 'load_texts("tinystories"' not in text and "load_texts('tinystories'" not in text:
+        return
+    assert "DataUnavailable" in text and re.search(r"synthetic", text, re.I), \
+        f"{path.name}: catch DataUnavailable and say (printed) that the chapter falls back to synthetic stories"
+
+
+# -- site configuration -------------------------------------------------------------------------
+
+def test_vendored_javascript_exists():
+    """The site works offline: MathJax and the widget manager come from book/_static."""
+    static = ROOT / CONFIG["sphinx"]["config"]["html_static_path"][0]
+    assert (static / CONFIG["sphinx"]["config"]["mathjax_path"]).is_file()
+    for script in CONFIG["sphinx"]["config"]["nb_ipywidgets_js"]:
+        assert not script.startswith("http"), f"{script}: vendor it (book/vendor-js.sh) instead of a CDN"
+        assert (static / script).is_file(), f"{script} missing: run bash book/vendor-js.sh"
+
+
+def test_every_citation_is_in_the_bibliography():
+    bib = (ROOT / CONFIG["bibtex_bibfiles"][0]).read_text()
+    keys = set(re.findall(r"@\w+\{([^,]+),", bib))
+    # ``{cite}`key` `` in double backticks is an example written in code, not a citation
+    texts = [re.sub(r"``.*?``", "", p.read_text()) for p in NOTEBOOKS + sorted((ROOT / "book").glob("*.md"))]
+    cited = {k.strip() for t in texts for group in re.findall(r"\{cite[pt]?\}`([^`]+)`", t) for k in group.split(",")}
+    assert cited, "no citations found"
+    assert not cited - keys, f"cited but not in {CONFIG['bibtex_bibfiles'][0]}: {sorted(cited - keys)}"
+
+
+def test_run_notebooks_skips_training_notebooks_by_default():
+    text = (ROOT / "book" / "run_notebooks.py").read_text()
+    assert '"train" not in p.name' in text
