@@ -38,6 +38,11 @@ def common_args(description: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--repeats", type=int, default=None, help="timed repetitions per row (median is reported)")
     p.add_argument("--no-hf", action="store_true", help="skip transformers (e.g. where it is not installed)")
+    p.add_argument("--hf-attn", default=None,
+                   help="comma-separated transformers attention implementations to time "
+                        "(default: eager; for training on CUDA, eager,flex_attention)")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="override the preset's vocabulary (default: the preset's, padded to a multiple of 64 on CUDA)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the accelerator's peak, for MFU")
     p.add_argument("--json", default=None, help="also write the results to this file")
     return p
@@ -55,7 +60,9 @@ def setup(args) -> tuple[torch.device, torch.dtype]:
 
 
 def build_models(config, device, dtype, with_hf: bool = True, seed: int = 0):
-    """(ours, hf): the same random weights, loaded the same way into both libraries."""
+    """(ours, hf): the same random weights, loaded the same way into both libraries.
+
+    transformers starts on its "eager" attention; `use_hf_attention` switches it."""
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         GPTOSS(config).save_pretrained(tmp)
@@ -73,6 +80,20 @@ def build_models(config, device, dtype, with_hf: bool = True, seed: int = 0):
     return ours, hf
 
 
+def hf_attention_choices(args, device, gpu_flex: bool = True) -> list[str]:
+    """transformers' attention implementations to time: "eager" (its default for gpt-oss)
+    everywhere, and for training on a GPU also its FlexAttention path (which, like ours,
+    handles the sinks), so that our numbers are held against its fastest option."""
+    if args.hf_attn:
+        return args.hf_attn.split(",")
+    return ["eager", "flex_attention"] if device.type == "cuda" and gpu_flex else ["eager"]
+
+
+def use_hf_attention(hf, impl: str) -> None:
+    if hf.config._attn_implementation != impl:
+        hf.set_attn_implementation(impl)
+
+
 def hf_description(hf) -> str:
     cfg = hf.config
     return (f"transformers {__import__('transformers').__version__}: attention={cfg._attn_implementation}, "
@@ -85,6 +106,15 @@ def set_paths(model, attn_impl: str, moe_impl: str) -> None:
         block.attn.impl = attn_impl
         if hasattr(block.mlp, "impl"):
             block.mlp.impl = moe_impl
+
+
+def with_paths(model, attn_impl: str, moe_impl: str, fn):
+    """`fn` run with the model switched to these paths: rows interleave, so each row
+    sets the paths it times instead of relying on the row before it."""
+    def run():
+        set_paths(model, attn_impl, moe_impl)
+        return fn()
+    return run
 
 
 # -- measuring ------------------------------------------------------------------
@@ -134,28 +164,58 @@ class PeakMemory:
             self.peak = max(self._status("VmHWM") - self.start, 0)
 
 
-def time_it(fn, device, repeats: int, warmup: int = 1) -> float:
-    """Median wall-clock seconds of `fn` over `repeats` runs after `warmup` runs.
+class Row:
+    """One line of a table: a name, the call to time, and the tokens one call produces.
 
-    The median, because this machine is shared: a run slowed by a neighbour is an outlier.
+    `repeats` and `warmup` override the table's for a row too slow to run as often.
     """
-    for _ in range(warmup):
-        fn()
+
+    def __init__(self, name: str, fn, tokens: int, repeats: int | None = None, warmup: int | None = None,
+                 note: str = ""):
+        self.name, self.fn, self.tokens, self.note = name, fn, tokens, note
+        self.repeats, self.warmup = repeats, warmup
+
+
+def _timed(fn, device) -> float:
+    start = time.perf_counter()
+    fn()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time.perf_counter() - start
 
 
-def measure(name: str, fn, tokens: int, device, repeats: int, warmup: int = 1, note: str = "") -> dict:
-    with PeakMemory(device) as mem:
-        seconds = time_it(fn, device, repeats, warmup)
-    return dict(name=name, seconds=seconds, tokens_per_s=tokens / seconds,
-                peak_mib=None if mem.peak is None else mem.peak / 2**20, note=note)
+def measure(rows: list[Row], device, repeats: int, warmup: int = 1) -> list[dict]:
+    """Median seconds per call of every row, the rows interleaved round by round.
+
+    This machine is shared: interleaving spreads a busy neighbour's slowdown over all
+    rows instead of one, and the median drops the rounds it hit hardest. The memory
+    meter watches each row's warm-up (or, without one, its first timed run) alone.
+    """
+    peaks, times = {}, {row.name: [] for row in rows}
+    for row in rows:
+        n = warmup if row.warmup is None else row.warmup
+        print(f"  [{time.strftime('%H:%M:%S')}] {row.name}: {n} warm-up run(s)", flush=True)
+        if n > 0:
+            with PeakMemory(device) as mem:
+                for _ in range(n):
+                    row.fn()
+                synchronize(device)
+            peaks[row.name] = mem.peak
+    for r in range(repeats):
+        print(f"  [{time.strftime('%H:%M:%S')}] round {r + 1} of {repeats}", flush=True)
+        for row in rows:
+            if r >= (repeats if row.repeats is None else row.repeats):
+                continue
+            if row.name in peaks:
+                times[row.name].append(_timed(row.fn, device))
+            else:
+                with PeakMemory(device) as mem:
+                    times[row.name].append(_timed(row.fn, device))
+                peaks[row.name] = mem.peak
+    return [dict(name=row.name, seconds=statistics.median(times[row.name]),
+                 tokens_per_s=row.tokens / statistics.median(times[row.name]),
+                 peak_mib=None if peaks[row.name] is None else peaks[row.name] / 2**20,
+                 note=row.note, runs=len(times[row.name]))
+            for row in rows]
 
 
 def peak_flops(device: torch.device, override_tflops: float | None) -> float | None:
@@ -199,5 +259,19 @@ def write_json(path: str | None, payload: dict) -> None:
         Path(path).write_text(json.dumps(payload, indent=2))
 
 
-def config_for(args, block_size: int):
-    return get_config(args.preset, block_size=block_size)
+def config_for(args, device, **overrides):
+    """The preset's config; on a GPU its vocabulary padded to a multiple of 64 unless
+    --vocab-size says otherwise: an odd row length (GPT-2's 50257) misaligns the logits,
+    and cuBLAS then falls back to a slow kernel for the unembedding (measured on an H100:
+    one 8 ms matmul per step). The padded ids are never drawn as inputs."""
+    vocab = get_config(args.preset).vocab_size
+    if args.vocab_size:
+        vocab = args.vocab_size
+    elif device.type == "cuda" and not args.smoke:
+        vocab = -(-vocab // 64) * 64
+    return get_config(args.preset, vocab_size=vocab, **overrides)
+
+
+def make_optimizer(model, device):
+    """The same AdamW for every row; fused on a GPU (one kernel per step, as train.py)."""
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")

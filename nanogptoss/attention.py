@@ -140,7 +140,10 @@ def attention_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask
     run = flex_attention
     if q.device.type == "cuda":
         if _compiled_flex_attention is None:
-            _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
+            # torch's default dynamic=None: one static kernel per shape for training, and on
+            # the first change of length (decoding without a cache grows it every step) one
+            # recompile to a length-generic kernel instead of one compile per length
+            _compiled_flex_attention = torch.compile(flex_attention)
         run = _compiled_flex_attention
     out, aux = run(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1],
                    return_aux=AuxRequest(lse=True))
