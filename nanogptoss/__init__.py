@@ -2,7 +2,7 @@
 
 from .attention import AttentionBlock, attention_mask, attention_reference, attention_sdpa
 from .config import GPT2Config, GPTConfig, GPTOSSConfig, PRESETS, get_config
-from .generate import generate, generate_stream, sample_next
+from .generate import generate, generate_stream, next_token_probs, sample_next
 from .kv_cache import KVCache
 from .mlp import MLP
 from .model import GPT, GPT2, GPTOSS, ModelOutput, TransformerBlock

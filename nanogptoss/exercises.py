@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .attention import attention_mask, attention_reference, repeat_kv
 from .config import get_config
+from .generate import next_token_probs
 from .moe import Experts, moe_reference
 from .params import count_parameters
 from .rmsnorm import RMSNorm
@@ -672,6 +673,49 @@ def _explain(c, diff: int, what: str) -> str:
     if what == "total":
         known[-L * (E - k) * expert] = "the total counts all n_experts experts, not top_k"
     return f": {known[diff]}" if diff in known else ""
+
+
+# -- chapter 12: sampling ------------------------------------------------------
+
+def _top_p_wrong(logits, p, renormalise=True, keep_crossing=True):
+    probs = logits.float().softmax(-1)
+    sorted_p, order = probs.sort(descending=True)
+    if keep_crossing:
+        keep = sorted_p.cumsum(0) - sorted_p < p
+    else:
+        keep = sorted_p.cumsum(0) <= p
+        keep[0] = True
+    out = torch.zeros_like(probs).scatter(0, order, sorted_p * keep)
+    return out / out.sum() if renormalise else out
+
+
+@_register
+def check_top_p(fn: Callable, seed: int = 0) -> bool:
+    """fn(logits (V,), p) -> (V,) probabilities: the nucleus (smallest set of most likely tokens
+    whose mass reaches p) renormalised, zero elsewhere; the distribution sample_next draws from."""
+    g = _gen(seed)
+    rows = {"flat": _randn(g, 50, scale=0.3), "peaked": _randn(g, 50, scale=4.0),
+            "one sure token": torch.tensor([8.0] + [0.0] * 19), "large vocabulary": _randn(g, 4096, scale=2.0)}
+    cases = [Case(f"{name} logits {_shape(z)}, p = {p}", (z, p), next_token_probs(z, top_p=p), atol=1e-6, rtol=1e-5)
+             for name, z in rows.items() for p in (0.05, 0.5, 0.8, 0.95, 1.0)]
+
+    def compare(out, case):
+        problem = _tensor_problem(out, case.expected, case.atol, case.rtol)
+        if problem is None or not isinstance(out, torch.Tensor) or out.shape != case.expected.shape:
+            return problem
+        kept, want = int((out > 0).sum()), int((case.expected > 0).sum())
+        return f"{kept} tokens kept, expected {want} ({problem})" if kept != want else problem
+
+    mistakes = [
+        Mistake(lambda z, p: _top_p_wrong(z, p, renormalise=False),
+                "renormalise: divide the kept probabilities by their sum so they add up to 1"),
+        Mistake(lambda z, p: _top_p_wrong(z, p, keep_crossing=False),
+                "one token too few: keep a token while the mass of the tokens ranked *before* it is below p "
+                "(the token that crosses p is kept)"),
+    ]
+    return _run("check_top_p", fn, cases, mistakes, "nanogptoss.next_token_probs (what sample_next draws from)",
+                "softmax, sort descending, keep a token while the mass before it is < p, zero the rest, renormalise",
+                compare)
 
 
 # -- the bulk grader ------------------------------------------------------------

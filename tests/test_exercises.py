@@ -18,6 +18,7 @@ from nanogptoss import RMSNorm, RotaryEmbedding, apply_rotary_emb, swiglu
 from nanogptoss import exercises as ex
 from nanogptoss.attention import attention_mask, attention_reference, repeat_kv
 from nanogptoss.moe import Experts, moe_reference
+from nanogptoss.generate import next_token_probs
 from nanogptoss.params import count_parameters
 from nanogptoss.router import RouterOutput, expert_counts, load_balancing_loss
 
@@ -72,6 +73,7 @@ LIBRARY = {
     "check_moe": lib_moe,
     "check_expert_counts": expert_counts,
     "check_count_parameters": lib_count,
+    "check_top_p": lambda logits, p: next_token_probs(logits, top_p=p),
 }
 
 
@@ -234,7 +236,19 @@ PLANTED = [
     ("check_count_parameters", lambda c: (lib_count(c)[0] - c.n_layer * c.n_head, lib_count(c)[1]), "sinks"),
     ("check_count_parameters", lambda c: (lib_count(c)[0] - c.n_layer * (c.n_experts - c.top_k) * (
         3 * c.d_model * c.hidden + 2 * c.hidden + c.d_model), lib_count(c)[1]), "all n_experts"),
+    ("check_top_p", lambda z, p: nucleus(z, p, renormalise=False), "renormalise"),
+    ("check_top_p", lambda z, p: nucleus(z, p, keep_crossing=False), "crosses p is kept"),
+    ("check_top_p", lambda z, p: nucleus(z, p, ascending=True), "Hint"),
 ]
+
+
+def nucleus(logits, p, renormalise=True, keep_crossing=True, ascending=False):
+    probs = logits.float().softmax(-1)
+    ranked, order = probs.sort(descending=not ascending)
+    mass = ranked.cumsum(0)
+    keep = (mass - ranked < p) if keep_crossing else torch.cat([torch.ones(1, dtype=torch.bool), mass[1:] <= p])
+    out = torch.zeros_like(probs).scatter(0, order, ranked * keep)
+    return out / out.sum() if renormalise else out
 
 
 @pytest.mark.parametrize("name,wrong,phrase", PLANTED, ids=[f"{p[0]}-{i}" for i, p in enumerate(PLANTED)])

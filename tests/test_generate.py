@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nanogptoss import GPT, GPT2Config, GPTOSS, generate_stream, sample_next
+from nanogptoss import GPT, GPT2Config, GPTOSS, generate_stream, next_token_probs, sample_next
 
 from conftest import randomize_, tiny_gptoss
 
@@ -74,6 +74,24 @@ def test_top_k_and_top_p_restrict_the_candidates():
     assert len(set(unrestricted.tolist())) >= 5
     # temperature sharpens: at 0.1 nearly everything is the top token
     assert (sample_next(logits, 0.1, generator=gen) == 0).float().mean() > 0.99
+
+
+def test_next_token_probs_is_the_distribution_sample_next_draws_from():
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.0, -1.0, -3.0])
+    p = torch.softmax(logits / 0.7, -1)  # written out: temperature, then top-k 4, then top-p 0.75
+    p[4:] = 0
+    p = p / p.sum()
+    ranked = p.sort(descending=True).values
+    n_keep = int(((ranked.cumsum(0) - ranked) < 0.75).sum())
+    p[n_keep:] = 0  # logits are already in descending order
+    expected = p / p.sum()
+    probs = next_token_probs(logits, 0.7, top_k=4, top_p=0.75)
+    torch.testing.assert_close(probs, expected)
+    draws = sample_next(logits.expand(40_000, -1), 0.7, top_k=4, top_p=0.75, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws.flatten(), minlength=6) / 40_000
+    torch.testing.assert_close(freq, expected, atol=0.01, rtol=0)
+    with pytest.raises(ValueError, match="greedy"):
+        next_token_probs(logits, 0.0)
 
 
 def test_streaming_yields_one_token_at_a_time():
