@@ -310,6 +310,21 @@ def write_csv(results: list[dict], path: Path) -> None:
         writer.writerows(results)
 
 
+def _curve_styles(labels: list[str], plt) -> dict[str, tuple]:
+    """(colour, line style) per label. A grid's lines come in two families: GPT-OSS in
+    shades of blue, solid; GPT-2 in shades of orange, dashed; a ladder's run along one scale."""
+    families = {"GPT-OSS": (plt.cm.Blues, "-"), "GPT-2": (plt.cm.Oranges, "--")}
+    members = {name: [lab for lab in labels if lab.startswith(name + " ")] for name in families}
+    if sum(map(len, members.values())) != len(labels):
+        colors = plt.cm.viridis([i / max(1, len(labels) - 1) for i in range(len(labels))])
+        return {lab: (c, "-") for lab, c in zip(labels, colors)}
+    styles = {}
+    for name, (cmap, ls) in families.items():
+        for i, lab in enumerate(members[name]):
+            styles[lab] = (cmap(0.45 + 0.5 * i / max(1, len(members[name]) - 1)), ls)
+    return styles
+
+
 def plot_curves(results: list[dict], out: Path, path: Path, title: str, floor_bpb: float | None = None) -> None:
     """Validation bits/byte against steps for every run, one colour per table line."""
     import matplotlib
@@ -321,17 +336,17 @@ def plot_curves(results: list[dict], out: Path, path: Path, title: str, floor_bp
 
     labels = list(dict.fromkeys(r["label"] for r in results))
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 4.8))
-    colors = plt.cm.viridis([i / max(1, len(labels) - 1) for i in range(len(labels))]) if len(labels) > 2 \
-        else ["tab:blue", "tab:orange"]
-    for color, label in zip(colors, labels):
+    styles = _curve_styles(labels, plt)
+    for label in labels:
+        color, ls = styles[label]
         for i, r in enumerate(x for x in results if x["label"] == label):
             rows = read_metrics(out / "logs" / f"{r['name']}.jsonl")
             steps = [row["step"] for row in rows]
             k = max(1, len(rows) // 20)  # a running mean, so the seeds' noise does not hide the trend
             smooth = [statistics.fmean(row["loss"] for row in rows[max(0, j - k + 1):j + 1]) for j in range(len(rows))]
-            ax_train.plot(steps, smooth, color=color, alpha=0.8, label=label if i == 0 else None)
+            ax_train.plot(steps, smooth, color=color, ls=ls, alpha=0.8, label=label if i == 0 else None)
             val = [(row["step"], row["val_bpb"]) for row in rows if "val_bpb" in row]
-            ax_val.plot(*zip(*val), "o-", color=color, alpha=0.8, label=label if i == 0 else None)
+            ax_val.plot(*zip(*val), marker="o", color=color, ls=ls, alpha=0.8, label=label if i == 0 else None)
     if floor_bpb is not None:
         ax_val.axhline(floor_bpb, color="black", ls="--", lw=1, label="entropy floor")
     ax_train.set(xlabel="step", ylabel="train loss (nats/token, running mean)", title="training loss")
