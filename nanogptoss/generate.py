@@ -28,6 +28,11 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
     _check_knobs(temperature, top_k, top_p)
     if temperature == 0:
         raise ValueError("temperature 0 is greedy decoding (argmax), which has no distribution to return")
+    return _filtered_probs(logits, temperature, top_k, top_p)
+
+
+def _filtered_probs(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    # the knobs are already checked: sample_next calls this once per generated token
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
@@ -48,7 +53,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     _check_knobs(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    probs = next_token_probs(logits, temperature, top_k, top_p)
+    probs = _filtered_probs(logits, temperature, top_k, top_p)
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
