@@ -30,7 +30,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	$(PY) -m nanogptoss.compare grid --out runs/compare
+	$(PY) -m nanogptoss compare grid --out runs/compare
 
 test: setup
 	$(PY) -m pytest -q tests

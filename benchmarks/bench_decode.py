@@ -49,7 +49,7 @@ def main(argv=None):
     long = args.long or (16 if args.smoke else 512)
     repeats = args.repeats or (1 if args.smoke else 3)
     warmup = 0 if args.smoke else 1
-    config = config_for(args, device, block_size=max(1024, PROMPT + max(new, long)))
+    config = config_for(args, device, max_position_embeddings=max(1024, PROMPT + max(new, long)))
     real_vocab = get_config(args.preset).vocab_size
 
     ours, hf = build_models(config, device, dtype, with_hf=not args.no_hf)

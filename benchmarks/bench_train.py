@@ -21,19 +21,19 @@ from common import (Row, build_models, common_args, config_for, environment, hf_
                     make_optimizer, measure, peak_flops, print_ratios, print_table, setup, synchronize,
                     use_hf_attention, with_paths, write_json)
 from nanogptoss import flops_per_token, get_config
-from nanogptoss.attention import resolve_attn_impl
-from nanogptoss.moe import resolve_moe_impl
+from nanogptoss.kernels import choose_attention, choose_moe
 
 
 def paths_in_use(model, x) -> str:
     """Which implementations "auto" resolves to for this model, device and dtype, training."""
     block = model.blocks[0]
     with torch.enable_grad():
-        q = torch.zeros(1, 1, 1, model.config.dim_head, device=x.device,
+        q = torch.zeros(1, 1, 1, model.config.head_dim, device=x.device,
                         dtype=block.attn.q_proj.weight.dtype, requires_grad=True)
-        h = torch.zeros(1, model.config.d_model, device=x.device, dtype=q.dtype, requires_grad=True)
-        moe = resolve_moe_impl(block.mlp.impl, h, block.mlp.experts, model.config.top_k) if hasattr(block.mlp, "experts") else "dense"
-        return f"{resolve_attn_impl(block.attn.impl, q, cached=False)} + {moe}"
+        h = torch.zeros(1, model.config.hidden_size, device=x.device, dtype=q.dtype, requires_grad=True)
+        moe = (choose_moe(block.mlp.moe.impl, h, block.mlp.experts, model.config.experts_per_token)
+               if hasattr(block.mlp, "experts") else "dense")
+        return f"{choose_attention(block.attn.attend.impl, q, k_positions_are_queries=True)} + {moe}"
 
 
 def train_step(model, x, y, hf: bool):
@@ -73,7 +73,7 @@ def main(argv=None):
     device, dtype = setup(args)
     batch = args.batch or (2 if args.smoke else 8 if device.type == "cpu" else 16)
     config = config_for(args, device)
-    seq = args.seq or (16 if args.smoke else config.block_size)
+    seq = args.seq or (16 if args.smoke else config.max_position_embeddings)
     repeats = args.repeats or (1 if args.smoke else 10)
     warmup = 1 if args.smoke else 2
 

@@ -26,10 +26,10 @@ import torch._dynamo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nanogptoss import GPTOSS, GPTOSSConfig, generate  # noqa: E402
-from nanogptoss.attention import (attention_flex, attention_mask, attention_reference,  # noqa: E402
-                                  flex_block_mask, resolve_attn_impl)
-from nanogptoss.moe import MLPBlock, moe_dispatch, moe_grouped, resolve_moe_impl  # noqa: E402
+from nanogptoss import GPTOSS, GPTOSSConfig, MLPBlock, attention, generate  # noqa: E402
+from nanogptoss.kernels import choose_attention, choose_moe, use_kernels  # noqa: E402
+from nanogptoss.kernels.attention import attention_flex  # noqa: E402
+from nanogptoss.kernels.moe import moe_grouped, moe_sorted  # noqa: E402
 
 
 def check_flex(device, dtype, atol):
@@ -42,8 +42,8 @@ def check_flex(device, dtype, atol):
     pos = torch.arange(T, device=device)
     grad_out = torch.randn(B, H, T, h, device=device, dtype=dtype)
     for window in (None, 128):
-        ref = attention_reference(q, k, v, attention_mask(pos, pos, window), sinks)
-        fast = attention_flex(q, k, v, flex_block_mask(pos, pos, window), sinks)
+        ref = attention(q, k, v, pos, pos, window, sinks)
+        fast = attention_flex(q, k, v, pos, pos, window, sinks)
         torch.testing.assert_close(fast.float(), ref.float(), atol=atol, rtol=atol)
         g_ref = torch.autograd.grad(ref, [q, k, v, sinks], grad_out)
         g_fast = torch.autograd.grad(fast, [q, k, v, sinks], grad_out)
@@ -54,16 +54,16 @@ def check_flex(device, dtype, atol):
 
 def check_grouped(device):
     torch.manual_seed(0)
-    cfg = GPTOSSConfig(d_model=256, ffn_hidden=256, n_experts=16, top_k=4)
+    cfg = GPTOSSConfig(hidden_size=256, intermediate_size=256, num_experts=16, experts_per_token=4)
     block = MLPBlock(cfg).to(device, torch.bfloat16)
     with torch.no_grad():
         for p in block.parameters():
             p.normal_(0, 0.05)
     x = torch.randn(512, 256, device=device, dtype=torch.bfloat16, requires_grad=True)
-    assert resolve_moe_impl("auto", x, block.experts, cfg.top_k) == "grouped"
+    assert choose_moe("auto", x, block.experts, cfg.experts_per_token) == "grouped"
     routing = block.router(x)
     grad_out = torch.randn(512, 256, device=device, dtype=torch.bfloat16)
-    ref = moe_dispatch(x, block.experts, routing)
+    ref = moe_sorted(x, block.experts, routing)
     fast = moe_grouped(x, block.experts, routing)
     torch.testing.assert_close(fast.float(), ref.float(), atol=2e-2, rtol=2e-2)
     params = [x] + list(block.experts.parameters())
@@ -72,16 +72,16 @@ def check_grouped(device):
     for a, b in zip(torch.autograd.grad(fast, params, grad_out, retain_graph=True),
                     torch.autograd.grad(ref, params, grad_out)):
         assert relative_error(a, b) < 1e-2, relative_error(a, b)
-    print("ok  grouped GEMM equals dispatch, values and gradients (bfloat16), and auto picks it")
+    print("ok  grouped GEMM equals the sorted dispatch, values and gradients (bfloat16), and auto picks it")
 
 
 def check_auto_and_compiled_decode(device):
     q = torch.zeros(1, 4, 8, 64, device=device, dtype=torch.bfloat16)
-    assert resolve_attn_impl("auto", q, cached=False) == "flex"
-    assert resolve_attn_impl("auto", q, cached=True) == "sdpa"
+    assert choose_attention("auto", q, k_positions_are_queries=True) == "flex"
+    assert choose_attention("auto", q, k_positions_are_queries=False) == "sdpa"
     torch.manual_seed(0)
-    cfg = GPTOSSConfig(vocab_size=512, block_size=256, n_layer=4, d_model=256, ffn_hidden=256,
-                       n_experts=8, top_k=2, sliding_window=32)
+    cfg = GPTOSSConfig(vocab_size=512, max_position_embeddings=256, num_hidden_layers=4, hidden_size=256, intermediate_size=256,
+                       num_experts=8, experts_per_token=2, sliding_window=32)
     model = GPTOSS(cfg).to(device).eval()
     prompt = torch.randint(0, 512, (2, 10), device=device)
     eager = generate(model, prompt, 60, temperature=0)
@@ -101,8 +101,8 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 def small_model(device, seed=0, **overrides):
     """A GPT-OSS with every feature on, random weights away from init (sinks and biases too)."""
     torch.manual_seed(seed)
-    settings = dict(vocab_size=512, block_size=256, n_layer=4, d_model=256, n_head=4, n_kv_head=2, head_dim=64,
-                    ffn_hidden=256, n_experts=8, top_k=2, sliding_window=64)
+    settings = dict(vocab_size=512, max_position_embeddings=256, num_hidden_layers=4, hidden_size=256, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                    intermediate_size=256, num_experts=8, experts_per_token=2, sliding_window=64)
     settings.update(overrides)
     model = GPTOSS(GPTOSSConfig(**settings)).to(device)
     with torch.no_grad():
@@ -113,8 +113,7 @@ def small_model(device, seed=0, **overrides):
 
 
 def set_paths(model, attn: str, moe: str) -> None:
-    for block in model.blocks:
-        block.attn.impl, block.mlp.impl = attn, moe
+    use_kernels(model, attn, moe)
 
 
 def loss_and_grads(model, idx, autocast_dtype=None, scaler=None):
@@ -181,7 +180,7 @@ def check_training_dtypes(device):
     pure = small_model(device).to(torch.bfloat16)
     h = torch.zeros(8, 256, device=device, dtype=torch.bfloat16, requires_grad=True)
     if device.type == "cuda":
-        assert resolve_moe_impl("auto", h, pure.blocks[0].mlp.experts, 2) == "grouped"
+        assert choose_moe("auto", h, pure.blocks[0].mlp.experts, 2) == "grouped"
     loss, grads = loss_and_grads(pure, idx)
     assert abs(loss - ref_loss) / ref_loss < 2e-2, (loss, ref_loss)
     report.append(assert_grads_close(grads, ref_grads, 5e-2, "pure bf16"))

@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from nanogptoss import GPTOSS, get_config  # noqa: E402
+from nanogptoss.kernels import use_kernels  # noqa: E402
 
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s, for MFU; others need --peak-tflops.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
@@ -102,10 +103,7 @@ def hf_description(hf) -> str:
 
 def set_paths(model, attn_impl: str, moe_impl: str) -> None:
     """Switch every layer of a built model to the given attention / MoE implementation."""
-    for block in model.blocks:
-        block.attn.impl = attn_impl
-        if hasattr(block.mlp, "impl"):
-            block.mlp.impl = moe_impl
+    use_kernels(model, attn_impl, moe_impl)
 
 
 def with_paths(model, attn_impl: str, moe_impl: str, fn):

@@ -11,8 +11,8 @@ def _seed():
 
 def tiny_gptoss(**overrides):
     """A GPT-OSS small enough for a unit test, with a window shorter than the test sequences."""
-    settings = dict(vocab_size=97, block_size=64, n_layer=3, d_model=32, n_head=4, n_kv_head=2,
-                    head_dim=16, n_experts=4, top_k=2, ffn_hidden=24, sliding_window=8)
+    settings = dict(vocab_size=97, max_position_embeddings=64, num_hidden_layers=3, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                    head_dim=16, num_experts=4, experts_per_token=2, intermediate_size=24, sliding_window=8)
     settings.update(overrides)
     return GPTOSSConfig(**settings)
 

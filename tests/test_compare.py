@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from nanogptoss.compare import (Budget, RunSpec, grid_specs, ladder_rungs, ladder_specs, markdown_table,
-                                matched_gpt2_hidden, report, run_all, summarize)
+from nanogptoss.training.compare import (RunSpec, build_parser, grid_specs, ladder_rungs, ladder_specs,
+                                         markdown_table, matched_gpt2_hidden, report, run_all, summarize)
+from nanogptoss.training.train import TrainConfig
 from nanogptoss.config import get_config
-from nanogptoss.params import count_parameters, flops_per_token
+from nanogptoss.model.params import count_parameters, flops_per_token
 
 
 @pytest.mark.parametrize("preset", ["cpu-tiny", "colab-t4", "gpu"])
@@ -34,8 +35,8 @@ def test_grid_matches_gpt2_to_gptoss(match):
         assert (oss.model, gpt2.model) == ("gptoss", "gpt2") and oss.group == gpt2.group
         a, b = measure(oss.config("cpu-tiny")), measure(gpt2.config("cpu-tiny"))
         assert abs(a - b) / a < 0.01, (oss.label, a, b)
-        assert oss.config("cpu-tiny").n_head == gpt2.config("cpu-tiny").n_head
-        assert oss.config("cpu-tiny").dim_head == gpt2.config("cpu-tiny").dim_head
+        assert oss.config("cpu-tiny").num_attention_heads == gpt2.config("cpu-tiny").num_attention_heads
+        assert oss.config("cpu-tiny").head_dim == gpt2.config("cpu-tiny").head_dim
 
 
 def test_grid_rejects_heads_that_do_not_divide_the_width():
@@ -57,16 +58,16 @@ def test_summary_averages_seeds_and_reports_spread():
 
 def test_tiny_comparison_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    budget = Budget(max_steps=4, batch_size=4, eval_interval=2, eval_batches=2, max_stories=300,
-                    warmup_steps=1, gen_tokens=8, device="cpu")
-    specs = [RunSpec("GPT-2", "gpt2", dict(n_layer=1), seed=0, group="x"),
-             RunSpec("GPT-OSS", "gptoss", dict(n_layer=1), seed=0, group="x")]
+    budget = TrainConfig(data="synthetic", max_steps=4, batch_size=4, eval_interval=2, eval_batches=2,
+                         max_stories=300, warmup_steps=1, device="cpu")
+    specs = [RunSpec("GPT-2", "gpt2", dict(num_hidden_layers=1), seed=0, group="x"),
+             RunSpec("GPT-OSS", "gptoss", dict(num_hidden_layers=1), seed=0, group="x")]
     results = run_all(specs, budget, tmp_path / "out", progress=False)
     assert [r["label"] for r in results] == ["GPT-2", "GPT-OSS"]
     for r in results:
         assert 0 < r["val_bpb"] < 10 and r["gen_tokens_per_s"] > 0 and r["weights_mb"] > 0
     assert results[1]["params_total"] > results[1]["params_active"]  # the MoE holds more than a token uses
-    md = report("grid", results, budget, tmp_path / "out", "python -m nanogptoss.compare grid ...")
+    md = report("grid", results, budget, tmp_path / "out", "python -m nanogptoss compare grid ...")
     assert "Entropy floor" in md and "| GPT-OSS | 1 |" in md
     for name in ("grid.md", "grid.csv", "grid_curves.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
@@ -77,6 +78,16 @@ def test_tiny_comparison_end_to_end(tmp_path, monkeypatch):
     before = ckpt.stat().st_mtime_ns
     again = run_all(specs[:1], budget, tmp_path / "out", progress=False)
     assert ckpt.stat().st_mtime_ns == before and again[0]["val_bpb"] == results[0]["val_bpb"]
+    # ... but a run made with other settings is trained again
+    longer = run_all(specs[:1], budget.replace(max_steps=6), tmp_path / "out", progress=False)
+    assert longer[0]["steps"] == 6 and ckpt.stat().st_mtime_ns != before
+
+
+def test_the_compare_parser_takes_the_trainer_s_options_typed():
+    args = build_parser().parse_args(["grid", "--max-steps", "7", "--lr", "0.01", "--compile"])
+    assert (args.max_steps, args.lr, args.compile, args.batch_size) == (7, 0.01, True, 16)
+    help_text = build_parser().format_help()
+    assert "--grad-clip" in help_text and "--set" not in help_text  # shared budget; per-run fields stay out
 
 
 def test_ladder_specs_cover_every_seed():
@@ -86,7 +97,7 @@ def test_ladder_specs_cover_every_seed():
 
 
 def test_cli_reports_bad_options_without_a_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "nanogptoss.compare", "grid", "--heads", "3",
+    result = subprocess.run([sys.executable, "-m", "nanogptoss", "compare", "grid", "--heads", "3",
                              "--out", str(tmp_path)], capture_output=True, text=True, env=dict(os.environ))
     assert result.returncode != 0
     assert "not divisible" in result.stderr and "Traceback" not in result.stderr

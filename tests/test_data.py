@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from nanogptoss.data import (DataUnavailable, TokenBatches, bits_per_byte, load_texts, prepare_tokens, read_header,
+from nanogptoss.data.stories import (DataUnavailable, TokenBatches, bits_per_byte, load_texts, prepare_tokens, read_header,
                              token_shards)
-from nanogptoss.tokenizer import get_tokenizer
+from nanogptoss.data.tokenizer import get_tokenizer
 
 STORIES = [f"Once upon a time, a cat named Tom number {i} found a ball. He was happy. The end." for i in range(200)]
 
@@ -96,7 +96,7 @@ def test_token_shards_cache_both_splits(tmp_path, enc):
 
 def test_batches_are_a_function_of_seed_and_step_and_split_across_ranks_and_micro_steps():
     tokens = np.arange(1000, dtype=np.uint16)
-    one = TokenBatches(tokens, block_size=16, batch_size=4, seed=3)
+    one = TokenBatches(tokens, seq_len=16, batch_size=4, seed=3)
     x, y = one.get(7)
     assert x.shape == (4, 16) and torch.equal(y[:, :-1], x[:, 1:])  # y is x shifted by one
     assert torch.equal(one.get(7)[0], x) and not torch.equal(one.get(8)[0], x)
@@ -106,7 +106,7 @@ def test_batches_are_a_function_of_seed_and_step_and_split_across_ranks_and_micr
     assert torch.equal(torch.cat([micro.get(7, 0)[0], micro.get(7, 1)[0]]), x)
     with pytest.raises(ValueError, match="divisible"):
         TokenBatches(tokens, 16, 3, world=2)
-    with pytest.raises(DataUnavailable, match="block_size"):
+    with pytest.raises(DataUnavailable, match="max_position_embeddings"):
         TokenBatches(tokens[:10], 16, 4)
 
 
@@ -116,7 +116,7 @@ def test_bits_per_byte():
 
 
 def test_auto_source_uses_tinystories_when_it_can_be_had_else_says_it_falls_back(tmp_path, monkeypatch, capsys):
-    from nanogptoss.data import pick_source
+    from nanogptoss.data.stories import pick_source
 
     assert pick_source("synthetic") == "synthetic" and pick_source("stories.txt") == "stories.txt"
     monkeypatch.delenv("NANOGPTOSS_DATA", raising=False)

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from nanogptoss import RMSNorm, RotaryEmbedding, apply_rotary_emb, swiglu
-from nanogptoss import exercises as ex
-from nanogptoss.attention import attention_mask, attention_reference, repeat_kv
-from nanogptoss.moe import Experts, moe_reference
-from nanogptoss.generate import next_token_probs
-from nanogptoss.params import count_parameters
-from nanogptoss.router import RouterOutput, expert_counts, load_balancing_loss
+from nanogptoss.book import exercises as ex
+from nanogptoss.model.attention import attention_mask, attention_reference, repeat_kv
+from nanogptoss.model.moe import Experts, moe_reference
+from nanogptoss.model.generate import next_token_probs
+from nanogptoss.model.params import count_parameters
+from nanogptoss.model.router import RouterOutput, expert_counts, load_balancing_loss
 
 
 # -- the library's own functions, wrapped to the exercises' signatures ----------
@@ -231,11 +231,11 @@ PLANTED = [
     ("check_moe", lambda x, w, i, w1, b1, w2, b2: moe_loop(x, w, i, w1, 0 * b1, w2, 0 * b2), "biases"),
     ("check_expert_counts", lambda i, E: torch.bincount(i.flatten()), "minlength"),
     ("check_expert_counts", lambda i, E: torch.bincount(i[:, 0], minlength=E), "all k"),
-    ("check_count_parameters", lambda c: (lib_count(c)[0], lib_count(c)[1] + c.vocab_size * c.d_model),
+    ("check_count_parameters", lambda c: (lib_count(c)[0], lib_count(c)[1] + c.vocab_size * c.hidden_size),
      "input embedding is not active"),
-    ("check_count_parameters", lambda c: (lib_count(c)[0] - c.n_layer * c.n_head, lib_count(c)[1]), "sinks"),
-    ("check_count_parameters", lambda c: (lib_count(c)[0] - c.n_layer * (c.n_experts - c.top_k) * (
-        3 * c.d_model * c.hidden + 2 * c.hidden + c.d_model), lib_count(c)[1]), "all n_experts"),
+    ("check_count_parameters", lambda c: (lib_count(c)[0] - c.num_hidden_layers * c.num_attention_heads, lib_count(c)[1]), "sinks"),
+    ("check_count_parameters", lambda c: (lib_count(c)[0] - c.num_hidden_layers * (c.num_experts - c.experts_per_token) * (
+        3 * c.hidden_size * c.intermediate_size + 2 * c.intermediate_size + c.hidden_size), lib_count(c)[1]), "all num_experts"),
     ("check_top_p", lambda z, p: nucleus(z, p, renormalise=False), "renormalise"),
     ("check_top_p", lambda z, p: nucleus(z, p, keep_crossing=False), "crosses p is kept"),
     ("check_top_p", lambda z, p: nucleus(z, p, ascending=True), "Hint"),
@@ -306,7 +306,7 @@ def write_notebook(path, *sources):
 
 
 def test_grade_folder_of_student_notebooks(tmp_path):
-    header = "import torch\nfrom nanogptoss.exercises import check_swiglu, check_router"
+    header = "import torch\nfrom nanogptoss.book.exercises import check_swiglu, check_router"
     write_notebook(tmp_path / "alice.ipynb", header,
                    "def my_swiglu(x, alpha, limit):\n"
                    "    g, u = x[..., ::2].clamp(max=limit), x[..., 1::2].clamp(-limit, limit)\n"

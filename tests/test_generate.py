@@ -8,8 +8,8 @@ from conftest import randomize_, tiny_gptoss
 
 def models():
     yield "gptoss", randomize_(GPTOSS(tiny_gptoss())).eval()
-    yield "gpt2", randomize_(GPT(GPT2Config(vocab_size=97, block_size=64, n_layer=2, d_model=32, n_head=4))).eval()
-    yield "all-banded", randomize_(GPTOSS(tiny_gptoss(window_pattern="S", n_kv_head=1))).eval()
+    yield "gpt2", randomize_(GPT(GPT2Config(vocab_size=97, max_position_embeddings=64, num_hidden_layers=2, hidden_size=32, num_attention_heads=4))).eval()
+    yield "all-banded", randomize_(GPTOSS(tiny_gptoss(layer_types=("sliding_attention",) * 3, num_key_value_heads=1))).eval()
     yield "plain-paths", randomize_(GPTOSS(tiny_gptoss(attn_impl="reference", moe_impl="reference"))).eval()
 
 
@@ -105,7 +105,7 @@ def test_streaming_yields_one_token_at_a_time():
 def test_bad_generation_requests():
     model = GPTOSS(tiny_gptoss())
     prompt = torch.zeros(1, 60, dtype=torch.long)
-    with pytest.raises(ValueError, match="exceeds the model's block_size 64"):
+    with pytest.raises(ValueError, match=r"exceeds the model's context \(max_position_embeddings 64\)"):
         model.generate(prompt, 10)
     with pytest.raises(ValueError, match="temperature"):
         model.generate(prompt[:, :3], 2, temperature=-1)

@@ -7,8 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from nanogptoss import judge
-from nanogptoss.judge import (Grades, JudgeClient, JudgeError, JudgeNotConfigured, JudgeReplyError, JudgeTimeout,
+from nanogptoss.training import judge
+from nanogptoss.training.judge import (Grades, JudgeClient, JudgeError, JudgeNotConfigured, JudgeReplyError, JudgeTimeout,
                               evaluate, parse_grades)
 
 ENV_VARS = ("NANOGPTOSS_JUDGE_BASE_URL", "NANOGPTOSS_JUDGE_MODEL", "NANOGPTOSS_JUDGE_API_KEY",

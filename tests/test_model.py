@@ -9,13 +9,13 @@ from test_config import LADDER
 
 
 def small_gpt2(**changes):
-    return GPT2Config(vocab_size=50, block_size=32, n_layer=2, d_model=32, n_head=4, **changes)
+    return GPT2Config(vocab_size=50, max_position_embeddings=32, num_hidden_layers=2, hidden_size=32, num_attention_heads=4, **changes)
 
 
 def test_gpt2_end_matches_transformers_gpt2():
     cfg = small_gpt2()
     ours = randomize_(GPT2(cfg)).eval()
-    hf = GPT2LMHeadModel(HFGPT2Config(vocab_size=50, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+    hf = GPT2LMHeadModel(HFGPT2Config(vocab_size=50, n_positions=32, n_embd=32, num_hidden_layers=2, num_attention_heads=4,
                                       activation_function="gelu_new", resid_pdrop=0, embd_pdrop=0,
                                       attn_pdrop=0, layer_norm_epsilon=1e-5)).eval()
     sd, d = ours.state_dict(), 32
@@ -123,7 +123,7 @@ def test_bf16_autocast_keeps_float32_master_weights():
 
 @pytest.mark.parametrize("bad, message", [
     (torch.randint(0, 97, (10,)), "batch dimension"),
-    (torch.randint(0, 97, (1, 65)), "exceeds block_size 64"),
+    (torch.randint(0, 97, (1, 65)), "exceeds the context, max_position_embeddings = 64"),
     (torch.full((1, 4), 97), r"token ids must lie in \[0, 97\)"),
     (torch.full((1, 4), -3), "token ids"),
     (torch.randn(1, 4), "integer token ids"),

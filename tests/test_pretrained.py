@@ -9,7 +9,7 @@ import torch
 from transformers import GptOssConfig, GptOssForCausalLM
 
 from nanogptoss import GPTOSS, from_pretrained
-from nanogptoss.pretrained import config_from_hf
+from nanogptoss.weights.hf import config_from_hf
 
 from conftest import randomize_, tiny_gptoss
 
@@ -35,7 +35,7 @@ def test_logits_match_transformers_with_and_without_cache(tmp_path, rope):
     hf = make_hf_model(rope)
     hf.save_pretrained(tmp_path)
     ours = from_pretrained(tmp_path)
-    assert ours.config.sliding_window == 6 and ours.config.layer_types[:2] == ["sliding", "full"]
+    assert ours.config.sliding_window == 6 and ours.config.layer_types[:2] == ("sliding_attention", "full_attention")
 
     tokens = torch.randint(0, 101, (2, 20))  # sequence longer than the window of 6
     with torch.no_grad():
@@ -74,7 +74,7 @@ def test_loss_matches_transformers(tmp_path):
 
 def test_save_pretrained_loads_in_transformers(tmp_path):
     model = randomize_(GPTOSS(tiny_gptoss(vocab_size=101, rope_scaling_factor=4.0,
-                                          rope_original_context=16))).eval()
+                                          initial_context_length=16))).eval()
     model.save_pretrained(tmp_path)
     hf = GptOssForCausalLM.from_pretrained(tmp_path)
     hf.config._attn_implementation = "eager"
@@ -108,7 +108,7 @@ def test_older_config_fields_are_read():
                                                    "original_max_position_embeddings": 4096}}
     cfg = config_from_hf(old)
     assert cfg.rope_scaling_factor == 32.0 and cfg.rope_theta == 150000 and not cfg.rope_truncate
-    assert cfg.layer_types == ["sliding", "full"] and cfg.swiglu_alpha == 1.702
+    assert cfg.layer_types == ("sliding_attention", "full_attention") and cfg.swiglu_alpha == 1.702
 
 
 def test_clear_errors_for_unusable_checkpoints(tmp_path):

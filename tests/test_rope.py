@@ -6,7 +6,7 @@ from transformers import GptOssConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from nanogptoss import GPTOSS, RotaryEmbedding, apply_rotary_emb
-from nanogptoss.rope import rope_inv_freq, yarn_inv_freq
+from nanogptoss.model.rope import rope_inv_freq, yarn_inv_freq
 
 from conftest import tiny_gptoss
 
@@ -79,7 +79,7 @@ def test_yarn_keeps_fast_dimensions_and_interpolates_slow_ones():
 
 
 def test_cos_sin_scaled_by_concentration():
-    rope = RotaryEmbedding(16, scaling_factor=32.0, original_context=64)
+    rope = RotaryEmbedding(16, scaling_factor=32.0, initial_context_length=64)
     cos, sin = rope(torch.arange(5))
     torch.testing.assert_close(cos ** 2 + sin ** 2, torch.full_like(cos, rope.concentration ** 2))
 

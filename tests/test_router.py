@@ -3,7 +3,7 @@ import torch
 from transformers.models.gpt_oss.modeling_gpt_oss import load_balancing_loss_func
 
 from nanogptoss import Router, load_balancing_loss
-from nanogptoss.router import expert_counts
+from nanogptoss.model.router import expert_counts
 
 
 def make_router(E=6, k=2, d=8):
@@ -58,5 +58,5 @@ def test_expert_counts():
 
 
 def test_bad_top_k():
-    with pytest.raises(ValueError, match="top_k"):
+    with pytest.raises(ValueError, match="experts_per_token"):
         Router(8, 4, 5)

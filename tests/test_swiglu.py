@@ -3,7 +3,7 @@ import math
 import torch
 
 from nanogptoss import swiglu
-from nanogptoss.swiglu import SwiGLUMLP
+from nanogptoss.model.swiglu import SwiGLUMLP
 
 from conftest import tiny_gptoss
 
@@ -37,9 +37,9 @@ def test_plus_one_passes_the_gate_through_when_up_is_zero():
 
 
 def test_dense_module_uses_interleaved_projection():
-    cfg = tiny_gptoss(n_experts=1, top_k=1)
+    cfg = tiny_gptoss(num_experts=1, experts_per_token=1)
     mlp = SwiGLUMLP(cfg)
-    x = torch.randn(2, 3, cfg.d_model)
+    x = torch.randn(2, 3, cfg.hidden_size)
     gate_up = x @ mlp.gate_up_proj.weight.T + mlp.gate_up_proj.bias
     expected = swiglu(gate_up) @ mlp.down_proj.weight.T + mlp.down_proj.bias
     torch.testing.assert_close(mlp(x), expected)

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from nanogptoss import synthetic
-from nanogptoss.synthetic import StoryGrammar
+from nanogptoss.data import synthetic
+from nanogptoss.data.synthetic import StoryGrammar
 
 PRONOUNS = {"she": dict(He="She", he="she", His="Her", his="her", him="her"),
             "he": dict(He="He", he="he", His="His", his="his", him="him")}

@@ -1,7 +1,7 @@
 import pytest
 import tiktoken
 
-from nanogptoss.tokenizer import (EOT, encoding_from_ranks, get_tokenizer, gpt2_prefix, load_ranks, save_ranks,
+from nanogptoss.data.tokenizer import (EOT, encoding_from_ranks, get_tokenizer, gpt2_prefix, load_ranks, save_ranks,
                                   train_bpe)
 
 TEXTS = ["Once upon a time, there was a little dog named Max. Max liked to run in the park.",

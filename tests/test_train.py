@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogptoss import GPTOSS
-from nanogptoss.checkpoint import Checkpoint, CheckpointError, load_model, save_checkpoint
-from nanogptoss.train import TrainConfig, build_parser, lr_at, param_groups, parse_overrides, read_metrics, train
+from nanogptoss import GPTOSS, get_config
+from nanogptoss.training.train import TrainConfig, build_parser, lr_at, param_groups, parse_overrides, read_metrics, train
+from nanogptoss.weights.checkpoint import Checkpoint, CheckpointError, load_model, save_checkpoint
 
 from conftest import tiny_gptoss
 
-TINY = ["n_layer=2", "d_model=32", "n_head=2", "n_kv_head=1", "head_dim=16", "ffn_hidden=32",
-        "block_size=32", "sliding_window=8"]
+TINY = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+            intermediate_size=32, max_position_embeddings=32, sliding_window=8)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,7 +34,7 @@ def stories(tmp_path_factory):
 
 
 def config(tmp, stories, name, **kw):
-    base = dict(data=str(stories), set=list(TINY), batch_size=4, max_steps=12, warmup_steps=3,
+    base = dict(data=str(stories), overrides=dict(TINY), batch_size=4, max_steps=12, warmup_steps=3,
                 eval_interval=6, eval_batches=2, ckpt_interval=4, out_dir=str(tmp / "runs" / name),
                 log_dir=str(tmp / "logs"), data_dir=str(tmp / "data"), progress=False)
     base.update(kw)
@@ -47,8 +47,8 @@ def cli_args(cfg: TrainConfig) -> list[str]:
             "--eval-batches", str(cfg.eval_batches), "--ckpt-interval", str(cfg.ckpt_interval),
             "--out-dir", cfg.out_dir, "--log-dir", cfg.log_dir, "--data-dir", cfg.data_dir, "--no-progress",
             "--grad-accum", str(cfg.grad_accum)]
-    for item in cfg.set:
-        args += ["--set", item]
+    for name, value in cfg.overrides.items():
+        args += ["--set", f"{name}={value}"]
     return args
 
 
@@ -66,29 +66,63 @@ def test_lr_warms_up_then_decays_to_min_lr():
     assert all(a >= b for a, b in zip(steps, steps[1:]))
 
 
-def test_no_weight_decay_on_norms_biases_sinks_embeddings():
+def test_weight_decay_on_the_matrices_that_multiply_activations_only():
     model = GPTOSS(tiny_gptoss())
     decay, no_decay = param_groups(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
+    exempt = {names[id(p)] for p in no_decay["params"]}
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert decayed and all(("proj" in n or "router.weight" in n or "experts" in n) and not n.endswith("bias")
-                           for n in decayed)
-    assert not any(k in n for n in decayed for k in ("norm", "sinks", "embedding"))
+    L = model.config.num_hidden_layers
+    expected = {"unembedding.weight"} | {f"blocks.{i}.{m}" for i in range(L) for m in (
+        "attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight", "attn.o_proj.weight",
+        "mlp.router.weight", "mlp.experts.gate_up_proj", "mlp.experts.down_proj")}
+    assert decayed == expected  # GPT-OSS's untied output layer included
+    assert "embedding.weight" in exempt and all(("norm" in n or "bias" in n or "sinks" in n or n == "embedding.weight")
+                                                for n in exempt)
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
-def test_overrides_are_typed():
-    assert parse_overrides(["n_layer=2", "attn_sinks=false", "sliding_window=none", "rope_theta=1e4", "norm=rmsnorm"]) \
-        == {"n_layer": 2, "attn_sinks": False, "sliding_window": None, "rope_theta": 1e4, "norm": "rmsnorm"}
+def test_weight_decay_rule_goes_by_module_type_not_by_name():
+    from nanogptoss import GPT2
+
+    # a tied unembedding is the embedding matrix: it multiplies activations, so it is decayed, once
+    gpt2 = GPT2(get_config("cpu-tiny", "gpt2"))
+    decay, no_decay = param_groups(gpt2, 0.1)
+    assert any(p is gpt2.embedding.weight for p in decay["params"])
+    assert not any(p is gpt2.pos_embedding.weight for p in decay["params"])  # looked up only
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(gpt2.parameters()))
+    # a renamed linear layer is still decayed; a 2-D parameter that is no matrix product is not
+    model = GPTOSS(tiny_gptoss())
+    model.embedding_projection = torch.nn.Linear(4, 4, bias=False)
+    model.some_table = torch.nn.Parameter(torch.zeros(3, 3))
+    decay, _ = param_groups(model, 0.1)
+    assert any(p is model.embedding_projection.weight for p in decay["params"])
+    assert not any(p is model.some_table for p in decay["params"])
+
+
+def test_overrides_are_parsed_as_their_fields_types():
+    assert parse_overrides(["num_hidden_layers=2", "attn_sinks=false", "sliding_window=none", "rope_theta=1e4",
+                            "norm=rmsnorm", "layer_types=full_attention,sliding_attention"]) \
+        == {"num_hidden_layers": 2, "attn_sinks": False, "sliding_window": None, "rope_theta": 1e4,
+            "norm": "rmsnorm", "layer_types": ("full_attention", "sliding_attention")}
+    assert parse_overrides(["rope_theta=10000"]) == {"rope_theta": 10000.0}  # a float field stays a float
     with pytest.raises(ValueError, match="FIELD=VALUE"):
-        parse_overrides(["n_layer"])
+        parse_overrides(["num_hidden_layers"])
+    with pytest.raises(ValueError, match="not a model config field"):
+        parse_overrides(["n_layer=2"])
+    with pytest.raises(ValueError, match="num_hidden_layers takes a int"):
+        parse_overrides(["num_hidden_layers=two"])
+    with pytest.raises(ValueError, match="attn_sinks takes a bool"):
+        parse_overrides(["attn_sinks=no-thanks"])
+    with pytest.raises(ValueError, match="vocab_size follows the tokenizer"):
+        TrainConfig(overrides={"vocab_size": 100}).validate()
 
 
 def test_help_documents_every_option():
     text = build_parser().format_help()
     for f in TrainConfig.__dataclass_fields__:
-        assert "--" + f.replace("_", "-") in text
+        assert ("--set" if f == "overrides" else "--" + f.replace("_", "-")) in text
 
 
 def test_training_learns_and_writes_checkpoint_metrics_summary(tmp_path, stories):
@@ -102,7 +136,7 @@ def test_training_learns_and_writes_checkpoint_metrics_summary(tmp_path, stories
     ckpt = Checkpoint(Path(cfg.out_dir) / "checkpoint.safetensors")
     assert ckpt.step == 40 and ckpt.extra["tokenizer"] == "gpt2-4k"
     model, _ = load_model(ckpt.path)
-    assert isinstance(model, torch.nn.Module) and model.config.n_layer == 2
+    assert isinstance(model, torch.nn.Module) and model.config.num_hidden_layers == 2
     assert json.loads((Path(cfg.out_dir) / "summary.json").read_text())["steps"] == 40
 
 
@@ -120,7 +154,7 @@ def test_sigkill_then_resume_retraces_the_uninterrupted_run(tmp_path, stories):
     train(full)
     cut = config(tmp_path, stories, "cut", max_steps=steps, ckpt_interval=25, eval_interval=30)
     log = Path(cut.log_dir) / "cut.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "nanogptoss.train", *cli_args(cut)], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "nanogptoss", "train", *cli_args(cut)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -143,7 +177,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, stories):
     two = config(tmp_path, stories, "two", max_steps=5, ckpt_interval=100, eval_interval=5)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--standalone", "-m", "nanogptoss.train", *cli_args(two)],
+                             "--standalone", "-m", "nanogptoss", "train", *cli_args(two)],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = losses(one), losses(two)
@@ -161,8 +195,8 @@ def test_resume_refuses_changed_settings_and_existing_runs(tmp_path, stories):
         train(cfg)
     with pytest.raises(CheckpointError, match="lr"):
         train(config(tmp_path, stories, "r", max_steps=8, lr=1e-2, resume=True))
-    with pytest.raises(CheckpointError, match="n_layer"):
-        train(config(tmp_path, stories, "r", max_steps=8, resume=True, set=TINY + ["n_layer=3"]))
+    with pytest.raises(CheckpointError, match="num_hidden_layers"):
+        train(config(tmp_path, stories, "r", max_steps=8, resume=True, overrides={**TINY, "num_hidden_layers": 3}))
 
 
 def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
@@ -173,8 +207,8 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
     other = GPTOSS(tiny_gptoss())
     ckpt.load_model(other)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
-    with pytest.raises(CheckpointError, match="n_layer"):
-        ckpt.load_model(GPTOSS(tiny_gptoss(n_layer=2)))
+    with pytest.raises(CheckpointError, match="num_hidden_layers"):
+        ckpt.load_model(GPTOSS(tiny_gptoss(num_hidden_layers=2)))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
@@ -187,7 +221,7 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
-    model = GPTOSS(tiny_gptoss(tie_embeddings=True))
+    model = GPTOSS(tiny_gptoss(tie_word_embeddings=True))
     for step in range(3):
         save_checkpoint(tmp_path / "c.safetensors", model, step=step)
     assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
@@ -195,25 +229,26 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
 
 
 def test_bad_cli_options_exit_with_a_message(tmp_path, stories):
-    result = subprocess.run([sys.executable, "-m", "nanogptoss.train", "--data", str(stories), "--batch-size", "6",
+    result = subprocess.run([sys.executable, "-m", "nanogptoss", "train", "--data", str(stories), "--batch-size", "6",
                              "--grad-accum", "4", "--no-progress"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode != 0 and "divisible by --grad-accum" in result.stderr
     assert "Traceback" not in result.stderr
-    result = subprocess.run([sys.executable, "-m", "nanogptoss.train", "--data", str(tmp_path / "none.txt"),
+    result = subprocess.run([sys.executable, "-m", "nanogptoss", "train", "--data", str(tmp_path / "none.txt"),
                              "--no-progress"], cwd=tmp_path, capture_output=True, text=True)
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_training_on_synthetic_stories_approaches_their_true_entropy(tmp_path):
     """Not merely "the loss went down": the grammar's exact entropy is the floor, and we get near it."""
-    from nanogptoss import synthetic
-    from nanogptoss.tokenizer import get_tokenizer
+    from nanogptoss.data import synthetic
+    from nanogptoss.data.tokenizer import get_tokenizer
 
     tok = get_tokenizer("gpt2-4k")
     floor = synthetic.entropy_per_token(tok.encode_ordinary, n=2000)  # nats/token, separator included
     uniform = math.log(tok.n_vocab)
     cfg = TrainConfig(model="gptoss", preset="cpu-tiny", data="synthetic", max_stories=2000,
-                      set=["n_layer=1", "d_model=64", "head_dim=16", "ffn_hidden=64", "block_size=64"],
+                      overrides=dict(num_hidden_layers=1, hidden_size=64, head_dim=16, intermediate_size=64,
+                                     max_position_embeddings=64),
                       batch_size=16, max_steps=120, lr=5e-3, warmup_steps=10, eval_interval=40, eval_batches=8,
                       out_dir=str(tmp_path / "run"), log_dir=str(tmp_path / "logs"),
                       data_dir=str(tmp_path / "data"), progress=False)

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from nanogptoss.widgets import layer_mask, layer_stack, receptive_field, with_sink_column
+from nanogptoss.book.widgets import layer_mask, layer_stack, receptive_field, with_sink_column
 
 
 def brute_mask(T, window, causal):
@@ -20,7 +20,7 @@ def brute_receptive_field(T, window, kinds, causal):
     for t in range(T):
         frontier = {t}
         for kind in reversed(kinds):  # from the top layer down to the inputs
-            w = window if kind == "banded" else None
+            w = window if kind == "sliding_attention" else None
             frontier = {u for s in frontier for u in range(T)
                         if (u <= s or not causal) and (w is None or abs(s - u) < w)}
         sizes.append(len(frontier))
@@ -40,9 +40,10 @@ def test_sink_column_is_last_and_always_allowed():
     torch.testing.assert_close(m[:, :5], layer_mask(5, 2))
 
 
-def test_layer_stack_starts_banded_and_alternates():
-    assert layer_stack(5) == ["banded", "dense", "banded", "dense", "banded"]
-    assert layer_stack(3, "banded") == ["banded"] * 3
+def test_layer_stack_starts_sliding_and_alternates():
+    S, F = "sliding_attention", "full_attention"
+    assert layer_stack(5) == (S, F, S, F, S)
+    assert layer_stack(3, "sliding") == (S,) * 3
     with pytest.raises(ValueError):
         layer_stack(2, "striped")
 
@@ -50,7 +51,7 @@ def test_layer_stack_starts_banded_and_alternates():
 @pytest.mark.parametrize("T,window,n_layers,causal",
                          list(itertools.product([1, 6, 13], [1, 2, 4], [1, 2, 3], [True, False])))
 def test_receptive_field_matches_graph_walk(T, window, n_layers, causal):
-    for pattern in ("alternating", "banded", "dense"):
+    for pattern in ("alternating", "sliding", "full"):
         expected = brute_receptive_field(T, window, layer_stack(n_layers, pattern), causal)
         torch.testing.assert_close(receptive_field(T, window, n_layers, pattern, causal), expected)
 
@@ -60,7 +61,7 @@ def test_banded_receptive_field_closed_form():
     T, W = 64, 5
     for N in range(1, 6):
         t = torch.arange(T)
-        torch.testing.assert_close(receptive_field(T, W, N, "banded"),
+        torch.testing.assert_close(receptive_field(T, W, N, "sliding"),
                                    torch.minimum(t + 1, torch.tensor(N * (W - 1) + 1)))
 
 
@@ -76,8 +77,8 @@ def explorer():
     import ipywidgets  # noqa: F401  (the explorer needs it)
     import matplotlib
     matplotlib.use("Agg")
-    from nanogptoss.widgets import AttentionMaskExplorer
-    return AttentionMaskExplorer(seq_len=16, window=4, n_layers=3, sinks=False, causal=True, banded=True)
+    from nanogptoss.book.widgets import AttentionMaskExplorer
+    return AttentionMaskExplorer(seq_len=16, window=4, n_layers=3, sinks=False, causal=True, sliding=True)
 
 
 def test_explorer_follows_its_controls(explorer):
@@ -88,7 +89,7 @@ def test_explorer_follows_its_controls(explorer):
     torch.testing.assert_close(explorer.keys_per_query, brute_mask(11, 3, True).sum(-1))
     assert explorer.keys_per_query.tolist() == [1, 2] + [3] * 9
 
-    explorer.banded.value = False  # the dense layer of the pair
+    explorer.sliding.value = False  # the dense layer of the pair
     torch.testing.assert_close(explorer.mask, brute_mask(11, None, True))
     assert explorer.keys_per_query.tolist() == list(range(1, 12))
 
@@ -109,7 +110,7 @@ def test_explorer_receptive_fields(explorer):
     for n_layers, window in [(1, 4), (2, 2), (5, 3)]:
         explorer.n_layers.value = n_layers
         explorer.window.value = window
-        for pattern in ("alternating", "banded", "dense"):
+        for pattern in ("alternating", "sliding", "full"):
             expected = brute_receptive_field(16, window, layer_stack(n_layers, pattern), True)
             torch.testing.assert_close(explorer.receptive_field[pattern], expected)
     assert explorer.figure is not None

@@ -1,7 +1,8 @@
-"""The clamped SwiGLU of gpt-oss.
+"""The feed-forward: GPT-2's GELU MLP, and the clamped SwiGLU of gpt-oss.
 
-A gated linear unit: one projection gives a gate g and a value u (interleaved in
-gpt-oss's weights: even columns are gates, odd columns values) and the output is
+GPT-2 expands the width 4x, applies GELU and projects back. gpt-oss uses a gated
+linear unit: one projection gives a gate g and a value u (interleaved in gpt-oss's
+weights: even columns are gates, odd columns values) and the output is
 
     g · sigmoid(α·g) · (u + 1),   g clamped above at `limit`, u clamped to ±limit.
 
@@ -12,6 +13,20 @@ precision, and the `+ 1` lets the unit pass the gate through when u is near zero
 
 import torch
 from torch import nn
+
+
+class MLP(nn.Module):
+    """GPT-2's feed-forward: expand, GELU, project back."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # GPT-2 used the tanh approximation of GELU
+        return self.dropout(self.down_proj(nn.functional.gelu(self.up_proj(x), approximate="tanh")))
 
 
 def swiglu(gate_up: torch.Tensor, alpha: float = 1.702, limit: float = 7.0) -> torch.Tensor:
@@ -28,8 +43,8 @@ class SwiGLUMLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.alpha, self.limit = config.swiglu_alpha, config.swiglu_limit
-        self.gate_up_proj = nn.Linear(config.d_model, 2 * config.hidden, bias=config.bias)
-        self.down_proj = nn.Linear(config.hidden, config.d_model, bias=config.bias)
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Write stories with a trained checkpoint: `python -m nanogptoss.sample --ckpt runs/gptoss-cpu-tiny/checkpoint.safetensors`.
+"""Write stories with a trained checkpoint: `python -m nanogptoss sample --ckpt runs/gptoss-cpu-tiny/checkpoint.safetensors`.
 
 Tokens are printed as they are sampled (the KV cache makes each one cost a single
 position), and the generation speed is printed at the end.
@@ -12,10 +12,10 @@ import time
 
 import torch
 
-from .checkpoint import CheckpointError, load_model
-from .generate import generate_stream
-from .tokenizer import get_tokenizer
-from .train import pick_device
+from ..data.tokenizer import get_tokenizer
+from ..model.generate import generate_stream
+from ..weights.checkpoint import CheckpointError, load_model
+from .device import pick_device
 
 
 class StreamDecoder:
@@ -41,9 +41,9 @@ def sample(ckpt: str, prompt: str = "Once upon a time", max_new_tokens: int = 20
     model, info = load_model(ckpt, device=dev)
     tokenizer = get_tokenizer(info.extra.get("tokenizer", "gpt2"))
     ids = tokenizer.encode_ordinary(prompt) if prompt else [tokenizer.eot_token]
-    room = model.config.block_size - len(ids)
+    room = model.config.max_position_embeddings - len(ids)
     if room <= 0:
-        raise ValueError(f"the prompt has {len(ids)} tokens, the model's context is {model.config.block_size}")
+        raise ValueError(f"the prompt has {len(ids)} tokens, the model's context is {model.config.max_position_embeddings}")
     max_new_tokens = min(max_new_tokens, room)
     generator = torch.Generator(device=dev).manual_seed(seed)
     texts = []
@@ -70,9 +70,9 @@ def sample(ckpt: str, prompt: str = "Once upon a time", max_new_tokens: int = 20
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m nanogptoss.sample", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m nanogptoss sample", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="a checkpoint.safetensors written by nanogptoss.train")
+    p.add_argument("--ckpt", required=True, help="a checkpoint.safetensors written by nanogptoss.training.train")
     p.add_argument("--prompt", default="Once upon a time", help="the beginning of the story")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to sample (fewer if the context ends)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")

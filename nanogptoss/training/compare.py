@@ -1,4 +1,4 @@
-"""GPT-OSS against GPT-2, honestly: `python -m nanogptoss.compare --help`.
+"""GPT-OSS against GPT-2, honestly: `python -m nanogptoss compare --help`.
 
 Two experiments, one runner:
 
@@ -8,7 +8,7 @@ Two experiments, one runner:
 * ladder  — GPT-2, then one gpt-oss switch turned on at a time, up to the full
             GPT-OSS of the preset, so each piece's effect can be read off.
 
-Every run is `python -m nanogptoss.train` in its own process (so peak memory is the
+Every run is `python -m nanogptoss train` in its own process (so peak memory is the
 run's own), repeated over seeds; after training, the runner measures the weights'
 size on disk and greedy generation speed. It writes `table.csv`, `table.md` and
 plots into the output folder. Losses are compared in bits per byte, which does not
@@ -22,8 +22,8 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,9 +33,12 @@ from pathlib import Path
 
 import torch
 
-from .config import PRESETS, GPTConfig, get_config
-from .data import pick_source
-from .params import count_parameters, flops_per_token
+from ..config import PRESETS, GPTConfig, get_config
+from ..data.stories import pick_source
+from ..model.generate import generate
+from ..model.params import count_parameters, flops_per_token
+from ..weights.checkpoint import Checkpoint, load_model
+from .train import TrainConfig, add_options, options_from_args, read_metrics
 
 
 @dataclass
@@ -78,7 +81,7 @@ def matched_gpt2_hidden(gptoss: GPTConfig, gpt2: GPTConfig, match: str = "active
         raise ValueError(f"match must be 'active' or 'flops', got {match!r}")
 
     target = measure(gptoss)
-    a, b = measure(gpt2.replace(ffn_hidden=8)), measure(gpt2.replace(ffn_hidden=16))
+    a, b = measure(gpt2.replace(intermediate_size=8)), measure(gpt2.replace(intermediate_size=16))
     width = 8 + (target - a) / ((b - a) / 8)
     if width < 8:
         raise ValueError(f"even an 8-wide GPT-2 MLP exceeds the GPT-OSS's {match} size; "
@@ -90,22 +93,24 @@ def grid_specs(preset: str, heads: list[int], layers: list[int], seeds: list[int
                match: str = "active") -> list[RunSpec]:
     """GPT-OSS and a matched GPT-2 for every (heads, layers) cell.
 
-    head_dim follows d_model / heads at both ends, so a cell differs only in architecture;
+    head_dim follows hidden_size / heads at both ends, so a cell differs only in architecture;
     the GPT-OSS keeps the preset's grouping ratio (query heads per KV head) where it divides.
     """
     base = PRESETS[preset]
-    d, ratio = base["d_model"], base["n_head"] // base.get("n_kv_head", base["n_head"])
+    d = base["hidden_size"]
+    ratio = base["num_attention_heads"] // base.get("num_key_value_heads", base["num_attention_heads"])
     specs = []
-    for n_layer in layers:
-        for n_head in heads:
-            if d % n_head:
-                raise ValueError(f"d_model {d} is not divisible by {n_head} heads; choose heads that divide it")
-            kv = n_head // ratio if n_head % ratio == 0 and n_head >= ratio else n_head
-            oss = dict(n_layer=n_layer, n_head=n_head, n_kv_head=kv, head_dim=d // n_head)
-            gpt2 = dict(n_layer=n_layer, n_head=n_head)
-            gpt2["ffn_hidden"] = matched_gpt2_hidden(get_config(preset, "gptoss", **oss),
-                                                     get_config(preset, "gpt2", **gpt2), match)
-            cell = f"{n_head} heads x {n_layer} layers"
+    for n_layers in layers:
+        for n_heads in heads:
+            if d % n_heads:
+                raise ValueError(f"hidden_size {d} is not divisible by {n_heads} heads; choose heads that divide it")
+            kv = n_heads // ratio if n_heads % ratio == 0 and n_heads >= ratio else n_heads
+            oss = dict(num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=kv,
+                       head_dim=d // n_heads)
+            gpt2 = dict(num_hidden_layers=n_layers, num_attention_heads=n_heads)
+            gpt2["intermediate_size"] = matched_gpt2_hidden(get_config(preset, "gptoss", **oss),
+                                                            get_config(preset, "gpt2", **gpt2), match)
+            cell = f"{n_heads} heads x {n_layers} layers"
             for seed in seeds:
                 specs.append(RunSpec(f"GPT-OSS {cell}", "gptoss", oss, seed, group=cell))
                 specs.append(RunSpec(f"GPT-2 {cell}", "gpt2", gpt2, seed, group=cell))
@@ -118,19 +123,19 @@ def ladder_rungs(preset: str) -> list[tuple[str, dict]]:
     The last rung is exactly the preset's GPT-OSS (tests/test_compare.py checks it).
     """
     p = PRESETS[preset]
-    d = p["d_model"]
+    d = p["hidden_size"]
     steps = [
         ("GPT-2", {}),
         ("+ RMSNorm", dict(norm="rmsnorm")),
         ("+ RoPE", dict(pos="rope")),
         # a dense SwiGLU as wide as keeps the GELU MLP's parameters (3 matrices instead of 2)
-        ("+ clamped SwiGLU", dict(ffn="swiglu", ffn_hidden=_round8(8 * d / 3))),
-        ("+ grouped-query attention", dict(n_kv_head=p["n_kv_head"], head_dim=p["head_dim"])),
-        ("+ sliding window (alternating)", dict(sliding_window=p["sliding_window"], window_pattern="SF")),
+        ("+ clamped SwiGLU", dict(ffn="swiglu", intermediate_size=_round8(8 * d / 3))),
+        ("+ grouped-query attention", dict(num_key_value_heads=p["num_key_value_heads"], head_dim=p["head_dim"])),
+        ("+ sliding window (alternating)", dict(sliding_window=p["sliding_window"])),
         ("+ attention sinks", dict(attn_sinks=True)),
-        ("+ untied embeddings", dict(tie_embeddings=False)),
-        ("+ mixture of experts = GPT-OSS", dict(n_experts=p["n_experts"], top_k=p["top_k"],
-                                                ffn_hidden=p["ffn_hidden"])),
+        ("+ untied embeddings", dict(tie_word_embeddings=False)),
+        ("+ mixture of experts = GPT-OSS", dict(num_experts=p["num_experts"], experts_per_token=p["experts_per_token"],
+                                                intermediate_size=p["intermediate_size"])),
     ]
     rungs, overrides = [], {}
     for label, change in steps:
@@ -146,53 +151,28 @@ def ladder_specs(preset: str, seeds: list[int]) -> list[RunSpec]:
 
 # --------------------------------------------------------------------------- running
 
-@dataclass
-class Budget:
-    """What every run of a comparison gets, identical across rows."""
-
-    preset: str = "cpu-tiny"
-    data: str = "synthetic"
-    max_steps: int = 200
-    batch_size: int = 16
-    lr: float = 2e-3
-    warmup_steps: int = 20
-    eval_interval: int = 50
-    eval_batches: int = 10
-    max_stories: int | None = None
-    device: str = "auto"
-    data_dir: str = "data"
-    gen_tokens: int = 128
+# The options every run of a comparison shares: TrainConfig's, with shorter defaults.
+COMPARE_DEFAULTS = dict(preset="auto", data="auto", max_steps=200, batch_size=16, warmup_steps=20,
+                        eval_interval=50, eval_batches=10)
+# TrainConfig options that vary per run (model, overrides, seed) or belong to the runner
+PER_RUN = {"model", "preset", "data", "overrides", "seed", "out_dir", "log_dir", "resume", "ckpt_interval",
+           "progress", "wandb"}
+GEN_TOKENS = 128  # greedy tokens timed per trained model
 
 
-def _override_args(overrides: dict) -> list[str]:
-    args = []
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={'none' if value is None else str(value).lower() if isinstance(value, bool) else value}"]
-    return args
-
-
-def train_command(spec: RunSpec, budget: Budget, out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "nanogptoss.train", "--model", spec.model, "--preset", budget.preset,
-           *_override_args(spec.overrides), "--data", budget.data, "--data-dir", budget.data_dir,
-           "--max-steps", str(budget.max_steps), "--batch-size", str(budget.batch_size), "--lr", str(budget.lr),
-           "--warmup-steps", str(budget.warmup_steps), "--eval-interval", str(budget.eval_interval),
-           "--eval-batches", str(budget.eval_batches), "--ckpt-interval", str(budget.max_steps),
-           "--seed", str(spec.seed), "--device", budget.device, "--no-progress",
-           "--out-dir", str(out / "runs" / spec.name), "--log-dir", str(out / "logs")]
-    if budget.max_stories:
-        cmd += ["--max-stories", str(budget.max_stories)]
-    return cmd
+def run_options(spec: RunSpec, template: TrainConfig, out: Path) -> TrainConfig:
+    """The TrainConfig of one row: the shared budget, the row's model, overrides and seed."""
+    return template.replace(model=spec.model, overrides=dict(spec.overrides), seed=spec.seed,
+                            out_dir=str(out / "runs" / spec.name), log_dir=str(out / "logs"),
+                            ckpt_interval=template.max_steps, progress=False, resume=False, wandb=False)
 
 
 @torch.no_grad()
 def generation_speed(ckpt_path: Path, new_tokens: int, device: str = "cpu") -> float:
     """Greedy tokens/s of the trained model (batch 1, KV cache), after a short warm-up."""
-    from .checkpoint import load_model
-    from .generate import generate
-
     model, _ = load_model(ckpt_path, device=device)
     idx = torch.zeros((1, 1), dtype=torch.long, device=device)
-    new_tokens = min(new_tokens, model.config.block_size - 1)
+    new_tokens = min(new_tokens, model.config.max_position_embeddings - 1)
     generate(model, idx, max_new_tokens=8, temperature=0.0)
     start = time.perf_counter()
     generate(model, idx, max_new_tokens=new_tokens, temperature=0.0)
@@ -205,48 +185,54 @@ def weights_size_mb(ckpt_path: Path, out_file: Path) -> float:
     """Size on disk of the model's weights alone (fp32 safetensors), as one would ship them."""
     from safetensors.torch import save_file
 
-    from .checkpoint import Checkpoint
-
     state = {k: v.contiguous() for k, v in Checkpoint(ckpt_path).model_state().items()}
     save_file(state, str(out_file))
     return out_file.stat().st_size / 2 ** 20
 
 
-def run_one(spec: RunSpec, budget: Budget, out: Path, env: dict | None = None) -> dict:
-    """Train one row in a child process, then measure what the checkpoint gives."""
-    run_dir = out / "runs" / spec.name
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        proc = subprocess.run(train_command(spec, budget, out), env=env, capture_output=True, text=True)
+def run_one(spec: RunSpec, template: TrainConfig, out: Path, env: dict | None = None) -> dict:
+    """Train one row in a child process (so its peak memory is its own), then measure what
+    the checkpoint gives. A finished run is reused only if it was made with these options."""
+    cfg = run_options(spec, template, out)
+    run_dir = Path(cfg.out_dir)
+    summary_path, options_path = run_dir / "summary.json", run_dir / "options.json"
+    wanted = dataclasses.asdict(cfg)
+    done = summary_path.exists() and options_path.exists() and json.loads(options_path.read_text()) == wanted
+    if not done:
+        if run_dir.exists():
+            print(f"{spec.name}: {run_dir} holds a run with other settings or an unfinished one; training again",
+                  flush=True)
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        options_path.write_text(json.dumps(wanted, indent=1))
+        cmd = [sys.executable, "-m", "nanogptoss", "train", "--options", str(options_path)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"training {spec.label} (seed {spec.seed}) failed:\n{proc.stderr[-3000:]}")
     summary = json.loads(summary_path.read_text())
     ckpt = run_dir / "checkpoint.safetensors"
-    from .train import read_metrics
-
-    rows = read_metrics(out / "logs" / f"{spec.name}.jsonl")
+    rows = read_metrics(Path(cfg.log_dir) / f"{spec.name}.jsonl")
     train_tail = [r["loss"] for r in rows[-max(1, len(rows) // 10):]]
     device = "cuda" if summary["device"].startswith("cuda") else "cpu"
     return dict(label=spec.label, group=spec.group, model=spec.model, seed=spec.seed,
                 train_loss=statistics.fmean(train_tail), val_loss=summary["val_loss"], val_bpb=summary["val_bpb"],
                 params_total=summary["params_total"], params_active=summary["params_active"],
-                train_flops_per_token=flops_per_token(spec.config(budget.preset).replace(
-                    vocab_size=summary["model_config"]["vocab_size"]), training=True),
+                train_flops_per_token=flops_per_token(GPTConfig(**summary["model_config"]), training=True),
                 weights_mb=weights_size_mb(ckpt, run_dir / "model.safetensors"),
                 peak_memory_mb=summary["peak_memory_mb"], train_tokens_per_s=summary["train_tokens_per_s"],
-                gen_tokens_per_s=generation_speed(ckpt, budget.gen_tokens, device),
+                gen_tokens_per_s=generation_speed(ckpt, GEN_TOKENS, device),
                 tokenizer=summary["tokenizer"], device=summary["device"], dtype=summary["dtype"],
                 steps=summary["steps"], wall_s=summary["wall_s"], name=spec.name)
 
 
-def run_all(specs: list[RunSpec], budget: Budget, out: str | os.PathLike, progress: bool = True) -> list[dict]:
+def run_all(specs: list[RunSpec], template: TrainConfig, out: str | os.PathLike, progress: bool = True) -> list[dict]:
     """Every run (those already finished in `out` are reused), in order, with a progress bar."""
     from tqdm.auto import tqdm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    return [run_one(spec, budget, out, env) for spec in tqdm(specs, desc="runs", unit="run", disable=not progress)]
+    return [run_one(spec, template, out, env) for spec in tqdm(specs, desc="runs", unit="run", disable=not progress)]
 
 
 # --------------------------------------------------------------------------- reporting
@@ -332,8 +318,6 @@ def plot_curves(results: list[dict], out: Path, path: Path, title: str, floor_bp
     matplotlib.use("Agg") if "matplotlib.pyplot" not in sys.modules else None
     import matplotlib.pyplot as plt
 
-    from .train import read_metrics
-
     labels = list(dict.fromkeys(r["label"] for r in results))
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 4.8))
     styles = _curve_styles(labels, plt)
@@ -382,22 +366,22 @@ def plot_ladder(table: list[dict], path: Path, title: str, floor_bpb: float | No
     plt.close(fig)
 
 
-def entropy_floor(budget: Budget) -> float | None:
-    if budget.data != "synthetic":
+def entropy_floor(template: TrainConfig) -> float | None:
+    if template.data != "synthetic":
         return None
-    from .synthetic import bits_per_byte
+    from ..data.synthetic import bits_per_byte
 
     return bits_per_byte()
 
 
-def report(experiment: str, results: list[dict], budget: Budget, out: Path, command: str) -> str:
+def report(experiment: str, results: list[dict], budget: TrainConfig, out: Path, command: str) -> str:
     """Write table.csv, table.md and the plots for one experiment; returns the markdown."""
     floor = entropy_floor(budget)
     table = summarize(results)
     write_csv(results, out / f"{experiment}.csv")
     r = results[0]
     what = ("TinyStories" if budget.data == "tinystories" else
-            "synthetic stories (nanogptoss.synthetic)" if budget.data == "synthetic" else budget.data)
+            "synthetic stories (nanogptoss.data.synthetic)" if budget.data == "synthetic" else budget.data)
     header = (f"{experiment}: preset {budget.preset}, {budget.max_steps} steps of {budget.batch_size} sequences, "
               f"{what}, tokenizer {r['tokenizer']}, {r['device']} {r['dtype']}.\n\n"
               f"Command: `{command}`\n\n")
@@ -421,17 +405,15 @@ def pick_preset(name: str = "auto") -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m nanogptoss.compare",
+        prog="python -m nanogptoss compare",
         description="Train GPT-OSS and GPT-2 side by side (grid) or one gpt-oss switch at a time (ladder), "
-                    "and write tables and plots. Finished runs in --out are reused.",
+                    "and write tables and plots. Finished runs in --out with the same options are reused.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("experiment", choices=("grid", "ladder", "both"))
-    b = Budget()
-    parser.add_argument("--preset", default="auto", choices=["auto"] + [p for p in PRESETS if not p.startswith("gpt-oss")],
+    parser.add_argument("--preset", choices=["auto"] + [p for p in PRESETS if not p.startswith("gpt-oss")],
                         help="auto: cpu-tiny without a GPU, colab-t4 on GPUs without bf16, gpu on the others")
-    parser.add_argument("--data", default="auto",
-                        help="auto (TinyStories when it can be had, else synthetic stories, with a note), "
-                             "tinystories, synthetic, or a local file/folder")
+    parser.add_argument("--data", help="auto (TinyStories when it can be had, else synthetic stories, with a "
+                                       "note), tinystories, synthetic, or a local file/folder")
     parser.add_argument("--heads", type=int, nargs="+", default=None,
                         help="grid: query heads (default: the preset's), e.g. --heads 2 4 8")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
@@ -439,38 +421,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--match", default="active", choices=("active", "flops"),
                         help="grid: size the GPT-2 MLP to the GPT-OSS's active parameters or training FLOPs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--max-steps", type=int, default=b.max_steps)
-    parser.add_argument("--batch-size", type=int, default=b.batch_size)
-    parser.add_argument("--lr", type=float, default=b.lr)
-    parser.add_argument("--warmup-steps", type=int, default=b.warmup_steps)
-    parser.add_argument("--eval-interval", type=int, default=b.eval_interval)
-    parser.add_argument("--eval-batches", type=int, default=b.eval_batches)
-    parser.add_argument("--max-stories", type=int, default=None)
-    parser.add_argument("--device", default=b.device)
-    parser.add_argument("--data-dir", default=b.data_dir)
     parser.add_argument("--out", default="compare", help="folder for runs, tables and plots")
+    add_options(parser, {f.name for f in dataclasses.fields(TrainConfig)} - PER_RUN)
+    parser.set_defaults(**COMPARE_DEFAULTS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    budget = Budget(preset=pick_preset(args.preset), data=pick_source(args.data), max_steps=args.max_steps, batch_size=args.batch_size,
-                    lr=args.lr, warmup_steps=args.warmup_steps, eval_interval=args.eval_interval,
-                    eval_batches=args.eval_batches, max_stories=args.max_stories, device=args.device,
-                    data_dir=args.data_dir)
-    out = Path(args.out)
-    command = "python -m nanogptoss.compare " + " ".join(argv)
-    print(f"preset {budget.preset}, data {budget.data}", flush=True)
-    experiments = ["grid", "ladder"] if args.experiment == "both" else [args.experiment]
     try:
+        template = options_from_args(args, preset="cpu-tiny", data="synthetic").replace(
+            preset=pick_preset(args.preset), data=pick_source(args.data))
+        template.validate()
+        out = Path(args.out)
+        command = "python -m nanogptoss compare " + " ".join(argv)
+        print(f"preset {template.preset}, data {template.data}", flush=True)
+        experiments = ["grid", "ladder"] if args.experiment == "both" else [args.experiment]
         for experiment in experiments:
-            p = PRESETS[budget.preset]
-            specs = (grid_specs(budget.preset, args.heads or [p["n_head"]], args.layers or [p["n_layer"]],
-                                args.seeds, args.match)
-                     if experiment == "grid" else ladder_specs(budget.preset, args.seeds))
-            results = run_all(specs, budget, out)
-            print(report(experiment, results, budget, out, command))
+            p = PRESETS[template.preset]
+            specs = (grid_specs(template.preset, args.heads or [p["num_attention_heads"]],
+                                args.layers or [p["num_hidden_layers"]], args.seeds, args.match)
+                     if experiment == "grid" else ladder_specs(template.preset, args.seeds))
+            results = run_all(specs, template, out)
+            print(report(experiment, results, template, out, command))
     except (ValueError, RuntimeError) as err:
         raise SystemExit(f"error: {err}") from None
 

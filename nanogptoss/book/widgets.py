@@ -1,6 +1,6 @@
 """Interactive figures for the book: the attention-mask explorer.
 
-The explorer draws what `nanogptoss.attention.attention_mask` allows: which keys
+The explorer draws what `nanogptoss.model.attention.attention_mask` allows: which keys
 each query may attend to on a dense or a banded (sliding-window) layer, with the
 sink as an extra softmax column, how many keys each query sees, and how far back
 information can travel through a stack of layers (the receptive field).
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from .attention import attention_mask
+from ..config import FULL, SLIDING, alternating_layer_types
+from ..model.attention import attention_mask
 
-LAYER_PATTERNS = ("alternating", "banded", "dense")
+# stacks of layers: gpt-oss's alternation, or every layer of one type
+LAYER_PATTERNS = ("alternating", "sliding", "full")
 
 
 def layer_mask(seq_len: int, window: int | None = None, causal: bool = True) -> torch.Tensor:
@@ -41,13 +43,14 @@ def with_sink_column(mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([mask, torch.ones(mask.shape[0], 1, dtype=torch.bool)], dim=-1)
 
 
-def layer_stack(n_layers: int, pattern: str = "alternating") -> list[str]:
-    """Layer kinds bottom to top: gpt-oss alternates, starting with a banded layer."""
+def layer_stack(n_layers: int, pattern: str = "alternating") -> tuple[str, ...]:
+    """Layer types bottom to top (as in `GPTConfig.layer_types`): gpt-oss alternates,
+    starting with a sliding-window layer; "sliding" and "full" repeat one type."""
     if pattern not in LAYER_PATTERNS:
         raise ValueError(f"pattern must be one of {LAYER_PATTERNS}, got {pattern!r}")
     if pattern == "alternating":
-        return ["banded" if i % 2 == 0 else "dense" for i in range(n_layers)]
-    return [pattern] * n_layers
+        return alternating_layer_types(n_layers, sliding_window=1)
+    return (SLIDING if pattern == "sliding" else FULL,) * n_layers
 
 
 def reachability(masks: list[torch.Tensor]) -> torch.Tensor:
@@ -67,8 +70,8 @@ def reachability(masks: list[torch.Tensor]) -> torch.Tensor:
 def receptive_field(seq_len: int, window: int, n_layers: int, pattern: str = "alternating",
                     causal: bool = True) -> torch.Tensor:
     """For each position, the number of input tokens that can reach it through the stack."""
-    masks = [layer_mask(seq_len, window if kind == "banded" else None, causal)
-             for kind in layer_stack(n_layers, pattern)]
+    masks = [layer_mask(seq_len, window if layer_type == SLIDING else None, causal)
+             for layer_type in layer_stack(n_layers, pattern)]
     return reachability(masks).sum(-1)
 
 
@@ -87,11 +90,11 @@ class AttentionMaskExplorer:
     Attributes kept in step with the controls, for tests and for reading in code:
     `mask` (T, T, or T, T + 1 with the sink column last), `keys_per_query` (T,: real
     keys only, the sink is not a key), `receptive_field` (a dict of (T,) tensors for
-    stacks of N "alternating", all-"banded" and all-"dense" layers).
+    stacks of N "alternating", all-"sliding" and all-"full" layers).
     """
 
     def __init__(self, seq_len: int = 32, window: int = 8, n_layers: int = 4, sinks: bool = True,
-                 causal: bool = True, banded: bool = True, max_len: int = 128):
+                 causal: bool = True, sliding: bool = True, max_len: int = 128):
         widgets = _require_ipywidgets()
         style, wide = {"description_width": "initial"}, widgets.Layout(width="300px")
         self.seq_len = widgets.IntSlider(value=seq_len, min=2, max=max_len, description="sequence length T",
@@ -102,13 +105,13 @@ class AttentionMaskExplorer:
                                           style=style, layout=wide, continuous_update=False)
         self.sinks = widgets.Checkbox(value=sinks, description="sinks", indent=False)
         self.causal = widgets.Checkbox(value=causal, description="causal", indent=False)
-        self.banded = widgets.Checkbox(value=banded, description="banded layer (off: dense)", indent=False)
+        self.sliding = widgets.Checkbox(value=sliding, description="sliding-window layer (off: full)", indent=False)
         self.output = widgets.Output()
-        self.controls = [self.seq_len, self.window, self.n_layers, self.sinks, self.causal, self.banded]
+        self.controls = [self.seq_len, self.window, self.n_layers, self.sinks, self.causal, self.sliding]
         for control in self.controls:
             control.observe(self._on_change, names="value")
         self.ui = widgets.VBox([widgets.HBox([self.seq_len, self.window, self.n_layers]),
-                                widgets.HBox([self.sinks, self.causal, self.banded]), self.output])
+                                widgets.HBox([self.sinks, self.causal, self.sliding]), self.output])
         self.figure = None
         self.update()
 
@@ -116,7 +119,7 @@ class AttentionMaskExplorer:
     def update(self) -> None:
         T, W, N = self.seq_len.value, self.window.value, self.n_layers.value
         causal = self.causal.value
-        layer = layer_mask(T, W if self.banded.value else None, causal)
+        layer = layer_mask(T, W if self.sliding.value else None, causal)
         self.keys_per_query = layer.sum(-1)
         self.mask = with_sink_column(layer) if self.sinks.value else layer
         self.receptive_field = {pattern: receptive_field(T, W, N, pattern, causal)
@@ -132,7 +135,7 @@ class AttentionMaskExplorer:
         from IPython.display import clear_output, display
 
         fig = plot_explorer(self.mask, self.keys_per_query, self.receptive_field, sinks=self.sinks.value,
-                            window=self.window.value, banded=self.banded.value,
+                            window=self.window.value, sliding=self.sliding.value,
                             n_layers=self.n_layers.value)
         plt.close(fig)  # shown through the Output widget only, not a second time by the backend
         self.figure = fig
@@ -146,7 +149,7 @@ class AttentionMaskExplorer:
         return self.ui._repr_mimebundle_(**kwargs)
 
 
-def plot_explorer(mask, keys_per_query, fields, sinks: bool, window: int, banded: bool, n_layers: int):
+def plot_explorer(mask, keys_per_query, fields, sinks: bool, window: int, sliding: bool, n_layers: int):
     """Three panels: the mask, keys per query, receptive field per position."""
     import matplotlib.pyplot as plt
     import numpy as np
@@ -164,7 +167,7 @@ def plot_explorer(mask, keys_per_query, fields, sinks: bool, window: int, banded
     ax.imshow(grid if sinks else grid[:, :T], cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
     ax.set_xlabel("key position u" + ("   (sink last)" if sinks else ""))
     ax.set_ylabel("query position t")
-    kind = f"banded layer, W = {window}" if banded else "dense layer"
+    kind = f"sliding-window layer, W = {window}" if sliding else "full layer"
     ax.set_title(f"mask: {kind}")
     if sinks:
         ticks = [t for t in ax.get_xticks() if 0 <= t < T]
@@ -179,7 +182,7 @@ def plot_explorer(mask, keys_per_query, fields, sinks: bool, window: int, banded
 
     ax = axes[2]
     styles = {"alternating": ("N alternating (gpt-oss)", "#2ca02c", "-"),
-              "banded": ("N banded", "#d62728", "--"), "dense": ("N dense", "#7f7f7f", ":")}
+              "sliding": ("N sliding-window", "#d62728", "--"), "full": ("N full", "#7f7f7f", ":")}
     for pattern, (label, color, line) in styles.items():
         ax.plot(range(T), fields[pattern].numpy(), line, color=color, label=label, linewidth=2)
     ax.set_xlabel("position t")

@@ -11,7 +11,7 @@ presets use 4,096 tokens. Two small ones are available:
 - "gpt2-4k": the first 4,095 merges of GPT-2's own BPE plus <|endoftext|>. Any
   prefix of a BPE merge list is itself a valid BPE, so this needs no training
   data and tokenizes any English text sensibly.
-- a BPE trained on your corpus by `python -m nanogptoss.tokenizer train`, saved
+- a BPE trained on your corpus by `python -m nanogptoss tokenizer train`, saved
   in tiktoken's mergeable-ranks format (one "base64(token) rank" line per
   token) and loaded by giving its path (or a name of a file in
   `nanogptoss/tokenizers/`).
@@ -98,7 +98,7 @@ def get_tokenizer(name: str = "gpt2") -> tiktoken.Encoding:
     shipped = sorted(p.stem for p in TOKENIZER_DIR.glob("*.tiktoken"))
     raise ValueError(f"unknown tokenizer {name!r}: use 'gpt2', 'gpt2-4k', 'gpt2-8k', a path to a .tiktoken file"
                      f"{', or one of ' + ', '.join(shipped) if shipped else ''}; "
-                     "train one with `python -m nanogptoss.tokenizer train`")
+                     "train one with `python -m nanogptoss tokenizer train`")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 4096, progress: bool = Tru
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m nanogptoss.tokenizer",
+    parser = argparse.ArgumentParser(prog="python -m nanogptoss tokenizer",
                                      description="Train a small byte-level BPE and save it in tiktoken's format.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a BPE on a corpus")
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         print(" | ".join(enc.decode([i]) for i in ids))
         return
 
-    from .data import load_texts
+    from .stories import load_texts
 
     texts = load_texts(args.data, split="train", limit=args.max_stories)
     ranks = train_bpe(texts, args.vocab_size)

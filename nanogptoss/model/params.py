@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .config import GPTConfig
+from ..config import SLIDING, GPTConfig
 
 
 class ParameterCount(NamedTuple):
@@ -27,25 +27,26 @@ def _linear(n_in: int, n_out: int, bias: bool) -> int:
 
 def count_parameters(config: GPTConfig) -> ParameterCount:
     c = config
-    d, H, G, h, f, E = c.d_model, c.n_head, c.kv_heads, c.dim_head, c.hidden, c.n_experts
+    d, H, G, h = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    f, E = c.intermediate_size, c.num_experts
     norm = d * (2 if c.norm == "layernorm" and c.bias else 1)
     attn = (_linear(d, H * h, c.bias) + 2 * _linear(d, G * h, c.bias) + _linear(H * h, d, c.bias)
             + (H if c.attn_sinks else 0))
     if c.is_moe:
         router = _linear(d, E, True)
         expert = d * 2 * f + 2 * f + f * d + d
-        ffn, ffn_active = router + E * expert, router + c.top_k * expert
+        ffn, ffn_active = router + E * expert, router + c.experts_per_token * expert
     elif c.ffn == "swiglu":
         ffn = ffn_active = _linear(d, 2 * f, c.bias) + _linear(f, d, c.bias)
     else:
         ffn = ffn_active = _linear(d, f, c.bias) + _linear(f, d, c.bias)
     per_layer = 2 * norm + attn + ffn
     per_layer_active = 2 * norm + attn + ffn_active
-    embedding = c.vocab_size * d + (c.block_size * d if c.pos == "learned" else 0)
-    unembedding = 0 if c.tie_embeddings else c.vocab_size * d
-    total = embedding + c.n_layer * per_layer + norm + unembedding
+    embedding = c.vocab_size * d + (c.max_position_embeddings * d if c.pos == "learned" else 0)
+    unembedding = 0 if c.tie_word_embeddings else c.vocab_size * d
+    total = embedding + c.num_hidden_layers * per_layer + norm + unembedding
     # the output projection is active whether or not it shares its matrix with the input
-    active = c.n_layer * per_layer_active + norm + c.vocab_size * d
+    active = c.num_hidden_layers * per_layer_active + norm + c.vocab_size * d
     return ParameterCount(total, active, embedding, unembedding, per_layer, per_layer_active)
 
 
@@ -54,19 +55,19 @@ def flops_per_token(config: GPTConfig, seq_len: int | None = None, training: boo
 
     The weights give 2 x active parameters; attention adds scores and the weighted
     sum, 4·H·h per key attended, averaged over a sequence of `seq_len` (default:
-    block_size) with each banded layer capped at its window. Training (forward +
+    the context) with each banded layer capped at its window. Training (forward +
     backward) is 3x the forward.
     """
     c = config
-    T = c.block_size if seq_len is None else seq_len
-    weights = 2 * (count_parameters(c).active - c.n_layer * (c.n_head if c.attn_sinks else 0))
+    T = c.max_position_embeddings if seq_len is None else seq_len
+    weights = 2 * (count_parameters(c).active - c.num_hidden_layers * (c.num_attention_heads if c.attn_sinks else 0))
     attention = 0.0
-    for kind in c.layer_types:
-        w = c.sliding_window if kind == "sliding" else T
+    for layer_type in c.layer_types:
+        w = c.sliding_window if layer_type == SLIDING else T
         w = min(w, T)
         # mean over positions t = 1..T of the keys query t sees, min(t, w)
         keys = (w * (w + 1) / 2 + (T - w) * w) / T
-        attention += 4 * c.n_head * c.dim_head * keys
+        attention += 4 * c.num_attention_heads * c.head_dim * keys
     forward = weights + attention
     return 3 * forward if training else forward
 
@@ -80,16 +81,24 @@ def format_count(n: float) -> str:
 
 def preset_table() -> str:
     """A markdown table of every preset at both ends: total and active parameters, FLOPs/token."""
-    from .config import PRESETS, get_config
+    from ..config import PRESETS, get_config
 
-    rows = ["| preset | model | layers | d_model | experts (top-k) | total params | active params "
+    rows = ["| preset | model | layers | hidden_size | experts (k per token) | total params | active params "
             "| forward GFLOPs/token @4096 |", "|---|---|---|---|---|---|---|---|"]
     for name in PRESETS:
         for model in ("gptoss", "gpt2"):
             c = get_config(name, model=model)
             p = count_parameters(c)
-            moe = f"{c.n_experts} ({c.top_k})" if c.is_moe else "dense"
-            gflops = flops_per_token(c, seq_len=min(4096, c.block_size)) / 1e9
-            rows.append(f"| {name} | {model} | {c.n_layer} | {c.d_model} | {moe} | {p.total:,} "
+            moe = f"{c.num_experts} ({c.experts_per_token})" if c.is_moe else "dense"
+            gflops = flops_per_token(c, seq_len=min(4096, c.max_position_embeddings)) / 1e9
+            rows.append(f"| {name} | {model} | {c.num_hidden_layers} | {c.hidden_size} | {moe} | {p.total:,} "
                         f"({format_count(p.total)}) | {p.active:,} ({format_count(p.active)}) | {gflops:.3f} |")
     return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m nanogptoss presets`."""
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m nanogptoss presets", description=main.__doc__).parse_args(argv)
+    print(preset_table())

@@ -71,11 +71,11 @@ def generate_stream(model, idx: torch.Tensor, max_new_tokens: int, temperature: 
         idx = idx[None]
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    block_size = model.config.block_size
+    context = model.config.max_position_embeddings
     total = idx.shape[1] + max_new_tokens
-    if total > block_size:
+    if total > context:
         raise ValueError(f"prompt ({idx.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) = {total} "
-                         f"exceeds the model's block_size {block_size}; shorten one of them")
+                         f"exceeds the model's context (max_position_embeddings {context}); shorten one of them")
     was_training = model.training
     model.eval()
     try:

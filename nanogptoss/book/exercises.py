@@ -10,7 +10,7 @@ off-by-one window, ...) the hint names that mistake. An exception raised by `fn`
 a failure too, reported with its message, so one broken cell never stops a notebook.
 
 The inputs come from a fixed seed, so a result can be reproduced; pass `seed=` for
-other draws. `python -m nanogptoss.exercises grade FOLDER` runs every notebook of
+other draws. `python -m nanogptoss exercises grade FOLDER` runs every notebook of
 a folder and tabulates the PASS/FAIL lines (see `grade_folder`); `... strip CHAPTERS --out
 DIR` writes the student versions of the chapters, solutions removed.
 """
@@ -28,15 +28,15 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .attention import attention_mask, attention_reference, repeat_kv
-from .config import get_config
-from .generate import next_token_probs
-from .moe import Experts, moe_reference
-from .params import count_parameters
-from .rmsnorm import RMSNorm
-from .rope import RotaryEmbedding, apply_rotary_emb
-from .router import RouterOutput, expert_counts, load_balancing_loss
-from .swiglu import swiglu
+from ..config import get_config
+from ..model.attention import attention_mask, attention_reference, repeat_kv
+from ..model.generate import next_token_probs
+from ..model.moe import Experts, moe_reference
+from ..model.norm import RMSNorm
+from ..model.params import count_parameters
+from ..model.rope import RotaryEmbedding, apply_rotary_emb
+from ..model.router import RouterOutput, expert_counts, load_balancing_loss
+from ..model.swiglu import swiglu
 
 CHECKERS: dict[str, Callable] = {}  # name -> checker, in the order of the book
 LINE = re.compile(r"^(PASS|FAIL): (check_\w+)")  # what the grader looks for in a notebook's output
@@ -246,7 +246,7 @@ def check_rope(fn: Callable, seed: int = 0) -> bool:
         Mistake(lambda x, p, t: _rope_wrong(x, torch.arange(x.shape[2]), t),
                 "rotate by the given positions, not by 0..T−1 (during decoding they start later)"),
     ]
-    return _run("check_rope", fn, cases, mistakes, "nanogptoss.rope (RotaryEmbedding + apply_rotary_emb)",
+    return _run("check_rope", fn, cases, mistakes, "nanogptoss.model.rope (RotaryEmbedding + apply_rotary_emb)",
                 "split x into halves x1, x2; angle = position · theta^(−2i/h); "
                 "return cat(x1·cos − x2·sin, x2·cos + x1·sin)")
 
@@ -268,7 +268,7 @@ def check_repeat_kv(fn: Callable, seed: int = 0) -> bool:
         Mistake(lambda k, n: k.repeat_interleave(n, dim=2),
                 "repeat along the head dimension (dim=1), not the time dimension"),
     ]
-    return _run("check_repeat_kv", fn, cases, mistakes, "nanogptoss.attention.repeat_kv",
+    return _run("check_repeat_kv", fn, cases, mistakes, "nanogptoss.model.attention.repeat_kv",
                 "k.repeat_interleave(n_rep, dim=1) gives (B, G·n_rep, T, h)")
 
 
@@ -307,7 +307,7 @@ def check_sliding_window_mask(fn: Callable, seed: int = 0) -> bool:
             return f"the result has dtype {out.dtype}, expected torch.bool (True = may attend)"
         return _tensor_problem(out, case.expected, 0, 0)
 
-    return _run("check_sliding_window_mask", fn, cases, mistakes, "nanogptoss.attention.attention_mask",
+    return _run("check_sliding_window_mask", fn, cases, mistakes, "nanogptoss.model.attention.attention_mask",
                 "mask[t, u] = (u <= t) and (window is None or t − u < window)", compare)
 
 
@@ -350,7 +350,7 @@ def check_sink_attention(fn: Callable, seed: int = 0) -> bool:
         Mistake(lambda q, k, v, s: _sink_wrong(q, k, v, s, scale=False),
                 "scale the scores by 1/sqrt(head_dim)"),
     ]
-    return _run("check_sink_attention", fn, cases, mistakes, "nanogptoss.attention.attention_reference",
+    return _run("check_sink_attention", fn, cases, mistakes, "nanogptoss.model.attention.attention_reference",
                 "scores = q·kᵀ/√h, future masked with −inf, append the head's sink logit as a last column, "
                 "softmax, drop that column, multiply by v")
 
@@ -402,7 +402,7 @@ def check_swiglu(fn: Callable, seed: int = 0) -> bool:
         Mistake(lambda x, a, l: _swiglu_wrong(x, 1.0, l),
                 "use alpha inside the sigmoid: gate · sigmoid(alpha · gate)"),
     ]
-    return _run("check_swiglu", fn, cases, mistakes, "nanogptoss.swiglu.swiglu",
+    return _run("check_swiglu", fn, cases, mistakes, "nanogptoss.model.swiglu.swiglu",
                 "gate = x[..., ::2].clamp(max=limit); up = x[..., 1::2].clamp(−limit, limit); "
                 "return gate · sigmoid(alpha·gate) · (up + 1)")
 
@@ -464,20 +464,20 @@ def check_router(fn: Callable, seed: int = 0) -> bool:
         Mistake(lambda l, k: (torch.softmax(torch.topk(l, k, -1).values, 0), torch.topk(l, k, -1).indices),
                 "softmax along the last dimension (over each token's k experts), not over tokens"),
     ]
-    return _run("check_router", fn, cases, mistakes, "nanogptoss.router.Router (top-k, softmax over the chosen)",
+    return _run("check_router", fn, cases, mistakes, "nanogptoss.model.router.Router (top-k, softmax over the chosen)",
                 "values, indices = torch.topk(logits, k, dim=-1); weights = softmax(values, dim=-1)", compare)
 
 
 @_register
 def check_load_balancing_loss(fn: Callable, seed: int = 0) -> bool:
-    """fn(router_logits (N, E), n_experts, top_k) -> scalar tensor."""
+    """fn(router_logits (N, E), num_experts, experts_per_token) -> scalar tensor."""
     g = _gen(seed)
     cases = []
     for N, E, k, scale, skew in ((16, 4, 2, 1.0, 0.0), (32, 8, 1, 1.0, 0.0), (24, 8, 4, 2.0, 0.0),
                                  (20, 4, 2, 1.0, 3.0)):  # every token prefers expert 0: a large loss
         logits = _randn(g, N, E, scale=scale)
         logits[:, 0] += skew
-        cases.append(Case(f"logits {_shape(logits)}, top_k={k}" + (", skewed to expert 0" if skew else ""),
+        cases.append(Case(f"logits {_shape(logits)}, experts_per_token={k}" + (", skewed to expert 0" if skew else ""),
                           (logits, E, k), load_balancing_loss(logits, E, k)))
 
     def parts(logits, E, k, chosen_k=None):
@@ -519,7 +519,7 @@ def check_load_balancing_loss(fn: Callable, seed: int = 0) -> bool:
         Mistake(lambda l, E, k: variant(l, E, k, mean_of="logits"),
                 "average the softmax probabilities, not the raw logits"),
     ]
-    return _run("check_load_balancing_loss", fn, cases, mistakes, "nanogptoss.router.load_balancing_loss",
+    return _run("check_load_balancing_loss", fn, cases, mistakes, "nanogptoss.model.router.load_balancing_loss",
                 "E · Σ_e (count_e / N) · mean_n softmax(logits)[n, e], where count_e counts the top-k choices "
                 "that went to expert e",
                 compare)
@@ -581,27 +581,27 @@ def check_moe(fn: Callable, seed: int = 0) -> bool:
         Mistake(lambda *a: _moe_wrong(*a, use_weights=False),
                 "multiply each chosen expert's output by its routing weight before summing"),
         Mistake(lambda *a: _moe_wrong(*a, halves=True),
-                "the expert's gate_up output is interleaved (gate = even columns): reuse nanogptoss.swiglu"),
+                "the expert's gate_up output is interleaved (gate = even columns): reuse nanogptoss.model.swiglu"),
         Mistake(lambda *a: _moe_wrong(*a, biases=False),
                 "add the biases: gate_up_bias[e] after the first matmul, down_bias[e] after the second"),
         Mistake(lambda *a: _moe_wrong(*a, weight_bias=False),
                 "the routing weight multiplies the whole expert output, down_bias[e] included"),
     ]
-    return _run("check_moe", fn, cases, mistakes, "nanogptoss.moe.moe_reference",
+    return _run("check_moe", fn, cases, mistakes, "nanogptoss.model.moe.moe_reference",
                 "for each token and each of its k (weight, e): "
                 "out += weight · (swiglu(x @ gate_up_proj[e] + gate_up_bias[e]) @ down_proj[e] + down_bias[e])")
 
 
 @_register
 def check_expert_counts(fn: Callable, seed: int = 0) -> bool:
-    """fn(indices (N, k), n_experts) -> (E,) how many token-slots each expert received."""
+    """fn(indices (N, k), num_experts) -> (E,) how many token-slots each expert received."""
     g = _gen(seed)
     cases = []
     for N, E, k in ((10, 4, 2), (7, 8, 1), (12, 6, 3)):
         indices = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(N)])
         if E >= 6:
             indices[indices == E - 1] = 0  # an unused last expert must still get its 0
-        cases.append(Case(f"indices {tuple(indices.shape)}, n_experts={E}", (indices, E),
+        cases.append(Case(f"indices {tuple(indices.shape)}, num_experts={E}", (indices, E),
                           expert_counts(indices, E), atol=0, rtol=0))
 
     def compare(out, case):
@@ -611,12 +611,12 @@ def check_expert_counts(fn: Callable, seed: int = 0) -> bool:
 
     mistakes = [
         Mistake(lambda i, E: torch.bincount(i.reshape(-1)),
-                "give every expert a count, unused ones too: torch.bincount(..., minlength=n_experts)"),
+                "give every expert a count, unused ones too: torch.bincount(..., minlength=num_experts)"),
         Mistake(lambda i, E: torch.bincount(i[:, 0], minlength=E),
                 "count all k choices of each token, not only the first"),
     ]
-    return _run("check_expert_counts", fn, cases, mistakes, "nanogptoss.router.expert_counts",
-                "torch.bincount(indices.reshape(-1), minlength=n_experts)", compare)
+    return _run("check_expert_counts", fn, cases, mistakes, "nanogptoss.model.router.expert_counts",
+                "torch.bincount(indices.reshape(-1), minlength=num_experts)", compare)
 
 
 # -- chapter 10: the whole model ----------------------------------------------
@@ -626,7 +626,7 @@ def check_count_parameters(fn: Callable, seed: int = 0) -> bool:
     """fn(config) -> (total, active) for a GPT-OSS config; active counts k of E experts and the
     unembedding but not the input embedding (the official convention)."""
     configs = [("cpu-tiny", get_config("cpu-tiny")),
-               ("cpu-tiny with tied embeddings", get_config("cpu-tiny", tie_embeddings=True)),
+               ("cpu-tiny with tied embeddings", get_config("cpu-tiny", tie_word_embeddings=True)),
                ("gpt-oss-20b", get_config("gpt-oss-20b")),
                ("gpt-oss-120b", get_config("gpt-oss-120b"))]
     cases = []
@@ -650,28 +650,28 @@ def check_count_parameters(fn: Callable, seed: int = 0) -> bool:
                 problems.append(f"{what} is {g_:,}, expected {e:,} (off by {diff:+,}{_explain(c, diff, what)})")
         return "; ".join(problems) or None
 
-    return _run("check_count_parameters", fn, cases, [], "nanogptoss.params.count_parameters",
+    return _run("check_count_parameters", fn, cases, [], "nanogptoss.model.params.count_parameters",
                 "per layer: 2 RMSNorm scales, q/k/v/o with biases, H sinks, a router (d·E + E) and E experts "
                 "(d·2f + 2f + f·d + d each); plus the embedding, the final norm and the unembedding", compare)
 
 
 def _explain(c, diff: int, what: str) -> str:
     """Name the part of the model a wrong count is off by, when one matches."""
-    d, f, E, k, L = c.d_model, c.hidden, c.n_experts, c.top_k, c.n_layer
+    d, f, E, k, L = c.hidden_size, c.intermediate_size, c.num_experts, c.experts_per_token, c.num_hidden_layers
     expert = d * 2 * f + 2 * f + f * d + d
     known = {
-        c.vocab_size * d: "one vocab_size × d_model matrix: the input embedding is not active, the unembedding is "
+        c.vocab_size * d: "one vocab_size × hidden_size matrix: the input embedding is not active, the unembedding is "
                           "(and is counted once when tied)",
-        -c.vocab_size * d: "one vocab_size × d_model matrix: the unembedding is active (and is in the total unless tied)",
-        L * c.n_head: "the attention sinks, one per head per layer",
-        -L * c.n_head: "the attention sinks, one per head per layer",
-        L * (E - k) * expert: "an active token uses only top_k of the n_experts experts",
+        -c.vocab_size * d: "one vocab_size × hidden_size matrix: the unembedding is active (and is in the total unless tied)",
+        L * c.num_attention_heads: "the attention sinks, one per head per layer",
+        -L * c.num_attention_heads: "the attention sinks, one per head per layer",
+        L * (E - k) * expert: "an active token uses only experts_per_token of the num_experts experts",
         -L * (d * E + E): "the router, d·E + E per layer",
-        -d: "the final norm's d_model scales",
+        -d: "the final norm's hidden_size scales",
         -2 * L * d: "the two RMSNorm scales per layer",
     }
     if what == "total":
-        known[-L * (E - k) * expert] = "the total counts all n_experts experts, not top_k"
+        known[-L * (E - k) * expert] = "the total counts all num_experts experts, not experts_per_token"
     return f": {known[diff]}" if diff in known else ""
 
 
@@ -880,7 +880,7 @@ def strip_folder(sources, out) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nanogptoss.exercises",
+    parser = argparse.ArgumentParser(prog="python -m nanogptoss exercises",
                                      description="Grade a folder of student notebooks with the book's checkers.")
     sub = parser.add_subparsers(dest="command", required=True)
     grade = sub.add_parser("grade", help="run every notebook in FOLDER and tabulate PASS/FAIL per checker")

@@ -238,7 +238,7 @@ def token_shards(source: str, tokenizer, cache_dir: str | os.PathLike = "data", 
 
 
 class TokenBatches:
-    """Random (x, y) windows of `block_size` tokens; the global batch of a step depends only on (seed, step).
+    """Random (x, y) windows of `seq_len` tokens; the global batch of a step depends only on (seed, step).
 
     `batch_size` rows make one optimizer step. With gradient accumulation they are cut
     into `n_micro` micro-batches, and each micro-batch is shared among `world`
@@ -246,23 +246,23 @@ class TokenBatches:
     accumulation and processes sees exactly the rows one process would.
     """
 
-    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int = 0,
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int = 0,
                  rank: int = 0, world: int = 1, n_micro: int = 1):
-        if len(tokens) <= block_size + 1:
-            raise DataUnavailable(f"only {len(tokens)} tokens: need more than block_size + 1 = {block_size + 1}; "
-                                  "use more stories or a smaller block_size")
+        if len(tokens) <= seq_len + 1:
+            raise DataUnavailable(f"only {len(tokens)} tokens: need more than seq_len + 1 = {seq_len + 1}; "
+                                  "use more stories or a shorter context (max_position_embeddings)")
         if batch_size % (n_micro * world):
             raise ValueError(f"batch_size {batch_size} must be divisible by gradient-accumulation steps ({n_micro}) "
                              f"x processes ({world})")
-        self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
+        self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
         self.seed, self.rank, self.world, self.n_micro = seed, rank, world, n_micro
 
     def get(self, step: int, micro: int = 0, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        starts = torch.randint(len(self.tokens) - self.block_size - 1, (self.batch_size,), generator=g)
+        starts = torch.randint(len(self.tokens) - self.seq_len - 1, (self.batch_size,), generator=g)
         per_micro = self.batch_size // self.n_micro
         mine = starts[micro * per_micro:(micro + 1) * per_micro][self.rank::self.world].tolist()
-        rows = np.stack([self.tokens[s:s + self.block_size + 1] for s in mine]).astype(np.int64)
+        rows = np.stack([self.tokens[s:s + self.seq_len + 1] for s in mine]).astype(np.int64)
         xy = torch.from_numpy(rows)
         x, y = xy[:, :-1], xy[:, 1:]
         if torch.device(device).type == "cuda":

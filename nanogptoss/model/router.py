@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import check_experts_per_token
+
 
 class RouterOutput(NamedTuple):
     weights: torch.Tensor  # (N, k) mixing weights, rows sum to 1
@@ -22,23 +24,22 @@ class RouterOutput(NamedTuple):
 
 
 class Router(nn.Module):
-    def __init__(self, d_model: int, n_experts: int, top_k: int):
+    def __init__(self, hidden_size: int, num_experts: int, experts_per_token: int):
         super().__init__()
-        if not 1 <= top_k <= n_experts:
-            raise ValueError(f"top_k must be between 1 and n_experts ({n_experts}), got {top_k}")
-        self.n_experts, self.top_k = n_experts, top_k
-        self.weight = nn.Parameter(torch.zeros(n_experts, d_model))
-        self.bias = nn.Parameter(torch.zeros(n_experts))
+        check_experts_per_token(experts_per_token, num_experts)
+        self.num_experts, self.experts_per_token = num_experts, experts_per_token
+        self.weight = nn.Parameter(torch.zeros(num_experts, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(num_experts))
 
     def forward(self, x: torch.Tensor) -> RouterOutput:
         logits = F.linear(x, self.weight, self.bias)
-        top_logits, indices = torch.topk(logits, self.top_k, dim=-1)
+        top_logits, indices = torch.topk(logits, self.experts_per_token, dim=-1)
         weights = torch.softmax(top_logits.float(), dim=-1).to(top_logits.dtype)
         return RouterOutput(weights, indices, logits)
 
 
-def load_balancing_loss(router_logits: Sequence[torch.Tensor] | torch.Tensor, n_experts: int,
-                        top_k: int) -> torch.Tensor:
+def load_balancing_loss(router_logits: Sequence[torch.Tensor] | torch.Tensor, num_experts: int,
+                        experts_per_token: int) -> torch.Tensor:
     """The Switch/Mixtral auxiliary loss, as transformers computes it for gpt-oss.
 
     For each expert: (fraction of top-k assignments it received) × (mean router
@@ -47,18 +48,18 @@ def load_balancing_loss(router_logits: Sequence[torch.Tensor] | torch.Tensor, n_
     """
     if isinstance(router_logits, torch.Tensor):
         router_logits = [router_logits]
-    counts = torch.zeros(n_experts, device=router_logits[0].device)
-    prob_sum = torch.zeros(n_experts, device=router_logits[0].device)
+    counts = torch.zeros(num_experts, device=router_logits[0].device)
+    prob_sum = torch.zeros(num_experts, device=router_logits[0].device)
     rows = 0
     for logits in router_logits:
         probs = torch.softmax(logits.float(), dim=-1)
-        chosen = torch.topk(probs, top_k, dim=-1).indices
-        counts = counts + F.one_hot(chosen.reshape(-1), n_experts).sum(0).float()
+        chosen = torch.topk(probs, experts_per_token, dim=-1).indices
+        counts = counts + F.one_hot(chosen.reshape(-1), num_experts).sum(0).float()
         prob_sum = prob_sum + probs.sum(0)
         rows += probs.shape[0]
-    return n_experts * torch.sum((counts / rows) * (prob_sum / rows))
+    return num_experts * torch.sum((counts / rows) * (prob_sum / rows))
 
 
-def expert_counts(indices: torch.Tensor, n_experts: int) -> torch.Tensor:
+def expert_counts(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
     """How many token-slots each expert received: (E,) integer counts."""
-    return torch.bincount(indices.reshape(-1), minlength=n_experts)
+    return torch.bincount(indices.reshape(-1), minlength=num_experts)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..config import SLIDING
+
 
 class LayerKVCache:
     """One layer's cache, allocated on first use with the dtype and device of the keys."""
@@ -67,13 +69,14 @@ class KVCache:
     """The whole model's cache: one `LayerKVCache` per layer and the next position."""
 
     def __init__(self, config, max_len: int | None = None):
-        max_len = config.block_size if max_len is None else max_len
-        if max_len > config.block_size:
-            raise ValueError(f"max_len {max_len} exceeds the model's block_size {config.block_size}")
+        context = config.max_position_embeddings
+        max_len = context if max_len is None else max_len
+        if max_len > context:
+            raise ValueError(f"max_len {max_len} exceeds the model's context (max_position_embeddings {context})")
         self.max_len = max_len
         self.layers = []
-        for kind in config.layer_types:
-            banded = kind == "sliding" and config.sliding_window < max_len
+        for layer_type in config.layer_types:
+            banded = layer_type == SLIDING and config.sliding_window < max_len
             capacity = config.sliding_window if banded else max_len
             self.layers.append(LayerKVCache(capacity, ring=banded))
         self.pos = 0

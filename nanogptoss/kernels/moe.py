@@ -1,53 +1,25 @@
-"""Mixture of experts: each token runs through its router's top-k experts only.
+"""Fast mixture of experts: the same function as `nanogptoss.model.moe.moe_dispatch`.
 
-The experts are stored as batched tensors, as in gpt-oss and transformers:
-`gate_up_proj` (E, d, 2f), `gate_up_proj_bias` (E, 2f), `down_proj` (E, f, d),
-`down_proj_bias` (E, d). Two paths compute the same output:
-
-* `moe_reference` runs every expert on every token and keeps the chosen results:
-  obviously right, E/k times the work.
-* `moe_dispatch` sorts the (token, expert) pairs by expert, runs each expert once on
-  just its tokens and scatters the weighted results back.
-* `moe_grouped` is the same sort and scatter with every expert's matmul in one
-  grouped GEMM (`torch.nn.functional.grouped_mm`): no Python loop over experts and no
-  wait for the per-expert counts to reach the host.
+* `moe_sorted` sorts the (token, expert) slots by expert, runs each expert once on its
+  contiguous chunk and un-sorts, with hand-written gather gradients (no atomic
+  scatter-adds): the training path on a CPU.
+* `moe_grouped` is the same sort with every expert's matmul in one grouped GEMM
+  (`torch.nn.functional.grouped_mm`): no Python loop over experts and no wait for the
+  per-expert counts to reach the host.
 * `moe_gather` gathers each token's chosen expert weights: the decoding path.
 
-`resolve_moe_impl` picks one by device, dtype, gradients and token count.
+`grouped_mm_supported` says where the grouped GEMM runs. `tests/test_kernels.py`
+holds every path equal to the reference, gradients included.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .router import Router, RouterOutput
-from .swiglu import swiglu
-
-
-class Experts(nn.Module):
-    def __init__(self, n_experts: int, d_model: int, hidden: int, alpha: float = 1.702, limit: float = 7.0):
-        super().__init__()
-        self.n_experts, self.alpha, self.limit = n_experts, alpha, limit
-        self.gate_up_proj = nn.Parameter(torch.zeros(n_experts, d_model, 2 * hidden))
-        self.gate_up_proj_bias = nn.Parameter(torch.zeros(n_experts, 2 * hidden))
-        self.down_proj = nn.Parameter(torch.zeros(n_experts, hidden, d_model))
-        self.down_proj_bias = nn.Parameter(torch.zeros(n_experts, d_model))
-
-    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        """Expert e on tokens x (n, d) -> (n, d)."""
-        h = swiglu(x @ self.gate_up_proj[e] + self.gate_up_proj_bias[e], self.alpha, self.limit)
-        return h @ self.down_proj[e] + self.down_proj_bias[e]
-
-
-def moe_reference(x: torch.Tensor, experts: Experts, routing: RouterOutput) -> torch.Tensor:
-    """Every expert on every token; each token keeps the weighted sum of its chosen ones."""
-    out = torch.zeros_like(x)
-    for e in range(experts.n_experts):
-        weight = (routing.weights * (routing.indices == e)).sum(dim=-1, keepdim=True)  # 0 if not chosen
-        out = out + weight * experts.expert(e, x)
-    return out
+from ..model.moe import Experts
+from ..model.router import RouterOutput
+from ..model.swiglu import swiglu
 
 
 # -- sorting tokens by expert and back ------------------------------------------
@@ -106,14 +78,14 @@ class _ExpertBias(torch.autograd.Function):
     @staticmethod
     def forward(ctx, b, counts, sorted_experts, rows):
         ctx.save_for_backward(sorted_experts)
-        ctx.n_experts = b.shape[0]
+        ctx.num_experts = b.shape[0]
         # output_size: no wait for the counts to reach the host
         return b.repeat_interleave(counts, dim=0, output_size=rows)
 
     @staticmethod
     def backward(ctx, grad):
         (sorted_experts,) = ctx.saved_tensors
-        one_hot = F.one_hot(sorted_experts, ctx.n_experts).to(grad.dtype)  # (N*k, E)
+        one_hot = F.one_hot(sorted_experts, ctx.num_experts).to(grad.dtype)  # (N*k, E)
         return one_hot.transpose(0, 1) @ grad, None, None, None
 
 
@@ -125,17 +97,17 @@ def combine_slots(out_sorted: torch.Tensor, routing: RouterOutput, order: torch.
     return (per_token * routing.weights[..., None].to(per_token.dtype)).sum(dim=1)
 
 
-def moe_dispatch(x: torch.Tensor, experts: Experts, routing: RouterOutput) -> torch.Tensor:
-    """Each expert once, on only the tokens that chose it."""
+def moe_sorted(x: torch.Tensor, experts: Experts, routing: RouterOutput) -> torch.Tensor:
+    """`moe_dispatch` with the slots sorted by expert: each expert once, on one contiguous chunk."""
     k = routing.indices.shape[1]
     order, inverse = sort_by_expert(routing.indices)
-    counts = torch.bincount(routing.indices.reshape(-1), minlength=experts.n_experts).tolist()
+    counts = torch.bincount(routing.indices.reshape(-1), minlength=experts.num_experts).tolist()
     outputs = [experts.expert(e, chunk)
                for e, chunk in enumerate(_GatherSlots.apply(x, order, inverse, k).split(counts)) if counts[e] > 0]
     return combine_slots(torch.cat(outputs), routing, order, inverse)
 
 
-def _grouped_mm_dtype(x: torch.Tensor, experts: Experts) -> torch.dtype:
+def grouped_mm_dtype(x: torch.Tensor, experts: Experts) -> torch.dtype:
     """The dtype the expert matmuls run in: autocast's when it is on, else the weights'."""
     device = x.device.type
     if torch.is_autocast_enabled(device):
@@ -148,7 +120,7 @@ def grouped_mm_supported(x: torch.Tensor, experts: Experts) -> bool:
     and every row of the operands starts on a 16-byte boundary, as the kernel requires."""
     if not hasattr(F, "grouped_mm"):  # torch < 2.10
         return False
-    dtype = _grouped_mm_dtype(x, experts)
+    dtype = grouped_mm_dtype(x, experts)
     if torch.compiler.is_compiling() and dtype != torch.bfloat16:
         return False  # torch.compile lowers grouped_mm for bf16 only
     if x.device.type == "cuda":
@@ -170,40 +142,18 @@ def grouped_mm_supported(x: torch.Tensor, experts: Experts) -> bool:
                                           for w in (experts.gate_up_proj, experts.down_proj))
 
 
-def resolve_moe_impl(impl: str, x: torch.Tensor, experts: Experts, top_k: int) -> str:
-    """The path a MoE layer takes. "auto" means grouped GEMM where it is supported and
-    faster, else dispatch: always on a GPU; on a CPU only without gradients, because
-    there torch's grouped_mm backward (a loop of strided matmuls over one large buffer)
-    measured slower than dispatch's per-expert chunks, which stay in cache. Inference on
-    so few tokens that their chosen experts number no more than all experts (decoding)
-    takes the gather path."""
-    if impl == "auto":
-        training = torch.is_grad_enabled() and (x.requires_grad or experts.gate_up_proj.requires_grad)
-        if not training and x.shape[0] * top_k <= experts.n_experts:
-            return "gather"  # decoding: a few tokens read fewer weights than all experts hold
-        if grouped_mm_supported(x, experts) and not (x.device.type == "cpu" and training):
-            return "grouped"
-        return "dispatch"
-    if impl == "grouped" and not grouped_mm_supported(x, experts):
-        raise ValueError(f"moe_impl='grouped' is not supported for {x.device.type} tensors in "
-                         f"{_grouped_mm_dtype(x, experts)} with these sizes (needs torch >= 2.10, CPU or "
-                         "a bf16 CUDA GPU of compute capability >= 8.0, and d_model and ffn_hidden "
-                         "rows of a multiple of 16 bytes); use moe_impl='auto' or 'dispatch'")
-    return impl
-
-
 def moe_grouped(x: torch.Tensor, experts: Experts, routing: RouterOutput) -> torch.Tensor:
-    """`moe_dispatch` with all experts in one grouped GEMM per projection."""
+    """`moe_sorted` with all experts in one grouped GEMM per projection."""
     N, k = routing.indices.shape
     flat_experts = routing.indices.reshape(-1)
     order, inverse = sort_by_expert(routing.indices)
     # rows offs[e-1]:offs[e] of the sorted tokens belong to expert e; computed on the
-    # device, so unlike moe_dispatch nothing waits for the counts
+    # device, so unlike moe_sorted nothing waits for the counts
     # a scatter, not bincount: its output size never depends on the data, which keeps
     # the path traceable by torch.compile
-    counts = flat_experts.new_zeros(experts.n_experts).index_add_(0, flat_experts, torch.ones_like(flat_experts))
+    counts = flat_experts.new_zeros(experts.num_experts).index_add_(0, flat_experts, torch.ones_like(flat_experts))
     offs = counts.cumsum(0).to(torch.int32)
-    dtype = _grouped_mm_dtype(x, experts)
+    dtype = grouped_mm_dtype(x, experts)
 
     sorted_experts = flat_experts[order]
 
@@ -231,31 +181,3 @@ def moe_gather(x: torch.Tensor, experts: Experts, routing: RouterOutput) -> torc
     h = swiglu(h, experts.alpha, experts.limit)
     out = (h[:, :, None, :] @ experts.down_proj[idx]).squeeze(2) + experts.down_proj_bias[idx]
     return (out * routing.weights[..., None].to(out.dtype)).sum(dim=1)
-
-
-MOE_IMPLS = {"reference": moe_reference, "dispatch": moe_dispatch, "grouped": moe_grouped, "gather": moe_gather}
-
-
-class MLPBlock(nn.Module):
-    """The gpt-oss feed-forward: a router and a mixture of clamped-SwiGLU experts.
-
-    The routing of the last forward pass is kept in `last_routing`, for the
-    load-balancing loss and for expert-usage statistics.
-    """
-
-    def __init__(self, config):
-        super().__init__()
-        self.router = Router(config.d_model, config.n_experts, config.top_k)
-        self.experts = Experts(config.n_experts, config.d_model, config.hidden,
-                               config.swiglu_alpha, config.swiglu_limit)
-        self.impl = config.moe_impl
-        self.dropout = nn.Dropout(config.dropout)
-        self.last_routing: RouterOutput | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1])
-        routing = self.router(flat)
-        self.last_routing = routing
-        run = MOE_IMPLS[resolve_moe_impl(self.impl, flat, self.experts, routing.indices.shape[1])]
-        return self.dropout(run(flat, self.experts, routing).reshape(shape))

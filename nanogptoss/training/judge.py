@@ -382,7 +382,7 @@ def read_completions(path: str) -> list[dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m nanogptoss.judge",
+        prog="python -m nanogptoss judge",
         description="Grade story completions with an LLM judge (the TinyStories paper's protocol): grammar, "
                     "creativity and consistency out of 10, and the writer's age group.",
         epilog="The judge endpoint and model come from the options or NANOGPTOSS_JUDGE_BASE_URL (or "

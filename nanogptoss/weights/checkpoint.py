@@ -24,7 +24,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import GPTConfig
+from ..config import GPTConfig
+from ..model.transformer import GPT
 
 FORMAT = "nanogptoss-checkpoint-1"
 
@@ -35,7 +36,7 @@ class CheckpointError(RuntimeError):
 
 def _model_tensors(model) -> dict[str, torch.Tensor]:
     state = model.state_dict()
-    if model.config.tie_embeddings:
+    if model.config.tie_word_embeddings:
         state.pop("unembedding.weight", None)  # the same tensor as embedding.weight
     return {f"model/{k}": v.detach().contiguous().cpu() for k, v in state.items()}
 
@@ -91,7 +92,12 @@ class Checkpoint:
             raise CheckpointError(f"{self.path} is not a nanogptoss training checkpoint "
                                   f"(format {self.meta.get('format')!r}, expected {FORMAT!r})")
         self.step = int(self.meta["step"])
-        self.model_config = GPTConfig(**json.loads(self.meta["model_config"]))
+        fields = json.loads(self.meta["model_config"])
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(GPTConfig)})
+        if unknown:
+            raise CheckpointError(f"{self.path}: its model config has fields this version of nanogptoss does not "
+                                  f"know ({', '.join(unknown[:4])}): it was written by another version")
+        self.model_config = GPTConfig(**fields)
         self.train_config = json.loads(self.meta.get("train_config", "{}"))
         self.extra = json.loads(self.meta.get("extra", "{}"))
 
@@ -105,7 +111,7 @@ class Checkpoint:
             raise CheckpointError(f"{self.path} was made for another model; differing fields "
                                   f"(checkpoint, requested): {diff}. Use the same settings or another --out-dir.")
         missing, unexpected = model.load_state_dict(self.model_state(), strict=False)
-        allowed_missing = {"unembedding.weight"} if model.config.tie_embeddings else set()
+        allowed_missing = {"unembedding.weight"} if model.config.tie_word_embeddings else set()
         if set(missing) - allowed_missing or unexpected:
             raise CheckpointError(f"{self.path}: missing weights {sorted(set(missing) - allowed_missing)}, "
                                   f"unexpected {sorted(unexpected)}")
@@ -139,8 +145,6 @@ class Checkpoint:
 
 def load_model(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None):
     """The model stored in a training checkpoint, ready for inference."""
-    from .model import GPT
-
     ckpt = Checkpoint(path)
     model = GPT(ckpt.model_config)
     ckpt.load_model(model)

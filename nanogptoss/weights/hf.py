@@ -1,8 +1,8 @@
 """Hugging Face-format gpt-oss checkpoints: `config.json` + `*.safetensors`, unquantized.
 
-`from_pretrained(dir)` reads what transformers' `GptOssForCausalLM.save_pretrained`
-writes (sharded or not), and `save_pretrained(model, dir)` writes a checkpoint that
-transformers loads. Only safetensors are read: a pickle can run code when unpickled.
+`GPTOSS.from_pretrained(dir)` reads what transformers' `GptOssForCausalLM.save_pretrained`
+writes (sharded or not), and `model.save_pretrained(dir)` writes a checkpoint that
+transformers loads. Our config's field names are transformers' but for the experts'. Only safetensors are read: a pickle can run code when unpickled.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import GPTConfig, GPTOSS_FEATURES
+from ..config import GPTOSS_FEATURES, GPTConfig
+from ..model.rope import RotaryEmbedding
 
 # our parameter name -> transformers' (per layer names use {i})
 LAYER_NAMES = {
@@ -46,9 +47,9 @@ GLOBAL_NAMES = {
 
 def hf_name_map(config: GPTConfig) -> dict[str, str]:
     names = dict(GLOBAL_NAMES)
-    for i in range(config.n_layer):
+    for i in range(config.num_hidden_layers):
         names.update({ours.format(i=i): theirs.format(i=i) for ours, theirs in LAYER_NAMES.items()})
-    if config.tie_embeddings:
+    if config.tie_word_embeddings:
         del names["unembedding.weight"]
     return names
 
@@ -56,9 +57,9 @@ def hf_name_map(config: GPTConfig) -> dict[str, str]:
 def check_hf_compatible(config: GPTConfig) -> None:
     """Only the GPT-OSS architecture has a gpt-oss checkpoint layout."""
     wrong = {k: getattr(config, k) for k, v in GPTOSS_FEATURES.items()
-             if k not in ("tie_embeddings", "window_pattern") and getattr(config, k) != v}
+             if k != "tie_word_embeddings" and getattr(config, k) != v}
     if not config.is_moe:
-        wrong["n_experts"] = config.n_experts
+        wrong["num_experts"] = config.num_experts
     if wrong:
         raise ValueError(f"a gpt-oss checkpoint needs the GPT-OSS architecture; these fields differ: {wrong}")
 
@@ -69,38 +70,25 @@ def config_to_hf(config: GPTConfig) -> dict:
     if config.rope_scaling_factor > 1.0:
         rope.update(rope_type="yarn", factor=config.rope_scaling_factor, beta_fast=config.rope_beta_fast,
                     beta_slow=config.rope_beta_slow, truncate=config.rope_truncate,
-                    original_max_position_embeddings=config.rope_original_context)
-    layer_types = [("sliding_attention" if t == "sliding" else "full_attention") for t in config.layer_types]
+                    original_max_position_embeddings=config.initial_context_length)
+    # the same names on both sides, but for the experts (transformers: num_local_experts,
+    # num_experts_per_tok) and a window a dense-only model still has to state
+    same = ("vocab_size", "hidden_size", "intermediate_size", "head_dim", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "swiglu_limit",
+            "swiglu_alpha", "tie_word_embeddings", "router_aux_loss_coef", "initializer_range")
     return {
         "architectures": ["GptOssForCausalLM"],
         "model_type": "gpt_oss",
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.d_model,
-        "intermediate_size": config.hidden,
-        "head_dim": config.dim_head,
-        "num_hidden_layers": config.n_layer,
-        "num_attention_heads": config.n_head,
-        "num_key_value_heads": config.kv_heads,
-        "num_local_experts": config.n_experts,
-        "num_experts_per_tok": config.top_k,
-        "sliding_window": config.sliding_window if config.sliding_window is not None else config.block_size,
-        "layer_types": layer_types,
-        "max_position_embeddings": config.block_size,
+        **{name: getattr(config, name) for name in same},
+        "num_local_experts": config.num_experts,
+        "num_experts_per_tok": config.experts_per_token,
+        "sliding_window": config.sliding_window or config.max_position_embeddings,
+        "layer_types": list(config.layer_types),
         "rms_norm_eps": config.norm_eps,
         "rope_parameters": rope,
-        "swiglu_limit": config.swiglu_limit,
-        "swiglu_alpha": config.swiglu_alpha,
-        "tie_word_embeddings": config.tie_embeddings,
         "attention_bias": True,
-        "router_aux_loss_coef": config.router_aux_loss_coef,
-        "initializer_range": config.init_std,
         "torch_dtype": "float32",
     }
-
-
-def _shortest_period(s: str) -> str:
-    """The shortest string whose repetition gives s ("SFSF" -> "SF")."""
-    return next(s[:n] for n in range(1, len(s) + 1) if (s[:n] * len(s))[:len(s)] == s)
 
 
 def config_from_hf(hf: dict, **overrides) -> GPTConfig:
@@ -115,29 +103,25 @@ def config_from_hf(hf: dict, **overrides) -> GPTConfig:
     theta = rope.get("rope_theta", hf.get("rope_theta", 150_000.0))
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     yarn = rope_type == "yarn"
-    layer_types = hf.get("layer_types")
     n_layer = hf["num_hidden_layers"]
-    if layer_types is None:
-        layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layer)]
-    pattern = _shortest_period("".join("S" if t == "sliding_attention" else "F" for t in layer_types))
-    window = hf.get("sliding_window")
-    if "S" not in pattern:
-        window, pattern = None, "SF"
+    layer_types = tuple(hf.get("layer_types") or
+                        ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layer)])
+    window = hf.get("sliding_window") if "sliding_attention" in layer_types else None
     settings = dict(
         GPTOSS_FEATURES,
-        vocab_size=hf["vocab_size"], block_size=hf.get("max_position_embeddings", 131072),
-        n_layer=n_layer, d_model=hf["hidden_size"], n_head=hf["num_attention_heads"],
-        n_kv_head=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+        vocab_size=hf["vocab_size"], max_position_embeddings=hf.get("max_position_embeddings", 131072),
+        num_hidden_layers=n_layer, hidden_size=hf["hidden_size"], num_attention_heads=hf["num_attention_heads"],
+        num_key_value_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
         head_dim=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
-        ffn_hidden=hf["intermediate_size"], n_experts=hf["num_local_experts"],
-        top_k=hf["num_experts_per_tok"], sliding_window=window, window_pattern=pattern,
+        intermediate_size=hf["intermediate_size"], num_experts=hf["num_local_experts"],
+        experts_per_token=hf["num_experts_per_tok"], sliding_window=window, layer_types=layer_types,
         norm_eps=hf.get("rms_norm_eps", 1e-5), rope_theta=theta,
         rope_scaling_factor=float(rope.get("factor") or 1.0) if yarn else 1.0,
-        rope_original_context=int(rope.get("original_max_position_embeddings") or 4096),
+        initial_context_length=int(rope.get("original_max_position_embeddings") or 4096),
         rope_beta_fast=float(rope.get("beta_fast") or 32.0), rope_beta_slow=float(rope.get("beta_slow") or 1.0),
         rope_truncate=bool(rope.get("truncate", True)) if yarn else False,
         swiglu_limit=hf.get("swiglu_limit", 7.0), swiglu_alpha=hf.get("swiglu_alpha", 1.702),
-        tie_embeddings=hf.get("tie_word_embeddings", False),
+        tie_word_embeddings=hf.get("tie_word_embeddings", False),
     )
     if hf.get("attention_bias") is False:
         raise ValueError("attention_bias=false is not a gpt-oss layout (its projections have biases)")
@@ -164,16 +148,13 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def from_pretrained(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="cpu",
-                    model_class=None, **overrides):
-    """Build a GPTOSS from a Hugging Face-format gpt-oss checkpoint directory.
+def load_pretrained(model_class, path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="cpu",
+                    **overrides):
+    """Build a `model_class` (GPTOSS) from a Hugging Face-format gpt-oss checkpoint directory.
 
     `overrides` change runtime fields of the config (attn_impl, moe_impl, dropout).
+    `GPTOSS.from_pretrained(path)` is the way to call it.
     """
-    from .model import GPTOSS
-
-    model_class = GPTOSS if model_class is None else model_class
-
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path / 'config.json'} not found: expected a Hugging Face-format "
@@ -183,7 +164,7 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     if any(k.endswith(("_blocks", "_scales")) for k in tensors):
         raise ValueError("the expert weights are MXFP4-quantized (*_blocks/*_scales); "
                          "nanogptoss loads unquantized checkpoints only")
-    if config.tie_embeddings is False and "lm_head.weight" not in tensors:
+    if config.tie_word_embeddings is False and "lm_head.weight" not in tensors:
         raise ValueError("config says untied embeddings but the checkpoint has no lm_head.weight")
     with torch.device("meta"):  # no memory spent on weights about to be replaced
         model = model_class(config)
@@ -196,17 +177,12 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
         raise ValueError(f"checkpoint has tensors nanogptoss does not know, e.g. {unexpected[:3]}")
     state = {ours: tensors[theirs] for ours, theirs in names.items()}
     model.load_state_dict(state, strict=False, assign=True)
-    if config.tie_embeddings:
+    if config.tie_word_embeddings:
         model.unembedding.weight = model.embedding.weight
     # buffers derived from the config were on the meta device: rebuild them for real
     if model.rope is not None:
-        from .rope import RotaryEmbedding
         model.rope = RotaryEmbedding.from_config(config)
-    model = model.to(device=device, dtype=dtype)
-    for block in model.blocks:
-        if block.attn.sinks is not None:
-            block.attn.sinks.data = block.attn.sinks.data.float()
-    return model.eval()
+    return model.to(device=device, dtype=dtype).eval()  # the sinks stay float32 (AttentionBlock._apply)
 
 
 def save_pretrained(model, path: str | os.PathLike) -> None:

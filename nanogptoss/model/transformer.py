@@ -9,6 +9,8 @@ and each TransformerBlock is
 
 The config decides which norm, which positions, which attention and which
 feed-forward; `GPT2` and `GPTOSS` are the same class with the two end configs.
+Built here, the blocks compute with the kernels `config.attn_impl` and
+`config.moe_impl` name (`nanogptoss.kernels`); alone, they use the readable references.
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
+from ..config import GPT2Config, GPTConfig, GPTOSSConfig
+from ..weights import hf
 from .attention import AttentionBlock
-from .config import GPTConfig, GPT2Config, GPTOSSConfig
+from .generate import generate
 from .kv_cache import KVCache
-from .mlp import MLP
 from .moe import Experts, MLPBlock
-from .rmsnorm import RMSNorm
+from .norm import RMSNorm
 from .rope import RotaryEmbedding
-from .router import Router, load_balancing_loss
-from .swiglu import SwiGLUMLP
+from .router import Router, expert_counts, load_balancing_loss
+from .swiglu import MLP, SwiGLUMLP
 
 
 class ModelOutput(NamedTuple):
@@ -44,8 +48,8 @@ class ModelOutput(NamedTuple):
 
 def make_norm(config: GPTConfig) -> nn.Module:
     if config.norm == "rmsnorm":
-        return RMSNorm(config.d_model, eps=config.norm_eps)
-    return nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)
+        return RMSNorm(config.hidden_size, eps=config.norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.bias)
 
 
 def make_feed_forward(config: GPTConfig) -> nn.Module:
@@ -62,8 +66,8 @@ class TransformerBlock(nn.Module):
         self.mlp_norm = make_norm(config)
         self.mlp = make_feed_forward(config)
 
-    def forward(self, x, positions, rope=None, cache=None, masks=None):
-        x = x + self.attn(self.attn_norm(x), positions, rope, cache, masks)
+    def forward(self, x, positions, rope=None, cache=None):
+        x = x + self.attn(self.attn_norm(x), positions, rope, cache)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -74,22 +78,24 @@ class GPT(nn.Module):
             raise TypeError(f"expected a GPTConfig, got {type(config).__name__}")
         config.validate()  # fields may have been assigned after construction
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
-        self.pos_embedding = nn.Embedding(config.block_size, config.d_model) if config.pos == "learned" else None
+        d = config.hidden_size
+        self.embedding = nn.Embedding(config.vocab_size, d)
+        self.pos_embedding = nn.Embedding(config.max_position_embeddings, d) if config.pos == "learned" else None
         self.rope = RotaryEmbedding.from_config(config) if config.pos == "rope" else None
         self.dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(config, i) for i in range(config.n_layer))
+        self.blocks = nn.ModuleList(TransformerBlock(config, i) for i in range(config.num_hidden_layers))
         self.norm = make_norm(config)
-        self.unembedding = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        if config.tie_embeddings:
+        self.unembedding = nn.Linear(d, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
             self.unembedding.weight = self.embedding.weight
         self.apply(self._init_weights)
+        kernels.use_kernels(self)
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.init_std
+        std = self.config.initializer_range
         # GPT-2: residual projections scaled down so the residual stream's variance
         # does not grow with depth
-        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        residual_std = std / math.sqrt(2 * self.config.num_hidden_layers)
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, 0.0, std)
             if module.bias is not None:
@@ -126,9 +132,8 @@ class GPT(nn.Module):
             x = x + self.pos_embedding(positions)
         x = self.dropout(x)
         rope = self.rope(positions) if self.rope is not None else None
-        masks = {}  # attention masks, built by the first layer of each type and shared
         for i, block in enumerate(self.blocks):
-            x = block(x, positions, rope, kv_cache.layers[i] if kv_cache is not None else None, masks)
+            x = block(x, positions, rope, kv_cache.layers[i] if kv_cache is not None else None)
         logits = self.unembedding(self.norm(x))
         if kv_cache is not None:
             kv_cache.pos += T
@@ -139,7 +144,7 @@ class GPT(nn.Module):
                                    ignore_index=-100)
             if self.config.router_aux_loss_coef > 0:
                 aux_loss = self.config.router_aux_loss_coef * load_balancing_loss(
-                    self.router_logits(), self.config.n_experts, self.config.top_k)
+                    self.router_logits(), self.config.num_experts, self.config.experts_per_token)
         return ModelOutput(logits, loss, aux_loss)
 
     def _check_input(self, idx, targets, kv_cache) -> None:
@@ -153,10 +158,11 @@ class GPT(nn.Module):
         if T == 0:
             raise ValueError("idx is empty: give at least one token")
         start = kv_cache.pos if kv_cache is not None else 0
-        if start + T > self.config.block_size:
+        context = self.config.max_position_embeddings
+        if start + T > context:
             where = f"{start} cached + {T} new" if kv_cache is not None else f"{T}"
-            raise ValueError(f"sequence of length {where} exceeds block_size {self.config.block_size}; "
-                             "crop the input or use a config with a larger block_size")
+            raise ValueError(f"sequence of length {where} exceeds the context, max_position_embeddings = "
+                             f"{context}; crop the input or use a config with a longer context")
         if kv_cache is not None and start + T > kv_cache.max_len:
             raise ValueError(f"the KV cache holds at most {kv_cache.max_len} positions; "
                              f"{start} cached + {T} new do not fit")
@@ -179,8 +185,7 @@ class GPT(nn.Module):
 
     def expert_counts(self) -> torch.Tensor:
         """(n_moe_layers, E) token-slot counts per expert from the last forward pass."""
-        from .router import expert_counts
-        return torch.stack([expert_counts(m.last_routing.indices, self.config.n_experts)
+        return torch.stack([expert_counts(m.last_routing.indices, self.config.num_experts)
                             for m in self.moe_blocks()])
 
     # -- generation and checkpoints -------------------------------------------
@@ -191,19 +196,16 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, use_cache: bool = True, generator=None) -> torch.Tensor:
         """Continue `idx` (B, T) by `max_new_tokens` sampled tokens (temperature 0: greedy)."""
-        from .generate import generate
         return generate(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator)
 
     @classmethod
-    def from_pretrained(cls, path, **kwargs) -> "GPT":
+    def from_pretrained(cls, path, dtype: torch.dtype = torch.float32, device="cpu", **overrides) -> "GPT":
         """Load a Hugging Face-format gpt-oss checkpoint (config.json + *.safetensors)."""
-        from .pretrained import from_pretrained
-        return from_pretrained(path, model_class=cls, **kwargs)
+        return hf.load_pretrained(cls, path, dtype, device, **overrides)
 
     def save_pretrained(self, path) -> None:
         """Write a Hugging Face-format checkpoint that transformers' GptOssForCausalLM loads."""
-        from .pretrained import save_pretrained
-        save_pretrained(self, path)
+        hf.save_pretrained(self, path)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,530 @@
+"""Train a GPT-OSS or a GPT-2 on TinyStories (or any stories): `python -m nanogptoss train --help`.
+
+One loop for both models: AdamW (decay on the matrices that multiply activations);
+linear warmup then cosine decay; gradient clipping and accumulation; bf16 autocast on
+GPUs that have it, fp16 with a GradScaler on those that do not (T4, V100); DDP under
+torchrun; atomic safetensors checkpoints and exact resume.
+
+Batch `b` of optimizer step `s` is a pure function of (seed, s, b), the checkpoint
+holds the optimizer and RNG states, and the learning rate is a function of the
+step, so a resumed run retraces the uninterrupted one exactly.
+
+`train(cfg)` reads top to bottom: set up the device, restore or start, load the data,
+build the model, then the loop of `train_step`, `evaluate`, `log` and `save`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import resource
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..config import MODELS, PRESETS, GPTConfig, get_config
+from ..data.stories import DataUnavailable, TokenBatches, bits_per_byte, token_shards
+from ..data.tokenizer import TokenizerUnavailable, get_tokenizer
+from ..model.moe import Experts
+from ..model.params import count_parameters
+from ..model.router import Router
+from ..model.transformer import GPT
+from ..weights.checkpoint import Checkpoint, CheckpointError, save_checkpoint
+from .device import DEVICES, DTYPES, pick_device, pick_dtype
+
+
+def opt(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; the command line of `train` and `compare` is made from it."""
+
+    model: str = opt("gptoss", "architecture: gptoss or gpt2", choices=MODELS)
+    preset: str = opt("cpu-tiny", "model sizes", choices=tuple(PRESETS))
+    overrides: dict = opt(None, "model config fields FIELD=VALUE (repeatable), e.g. --set num_hidden_layers=2 "
+                                "--set attn_sinks=false", flag="--set")
+    data: str = opt("tinystories", "'tinystories' (hub, or $NANOGPTOSS_DATA), 'synthetic', or a "
+                                   ".txt/.jsonl/.parquet file or folder")
+    tokenizer: str = opt("auto", "gpt2, gpt2-4k, gpt2-8k, or a .tiktoken file; auto: gpt2-4k/8k for small "
+                                 "vocabularies, else gpt2")
+    max_stories: int = opt(None, "use at most this many training stories (a twentieth as many validation stories)")
+    data_dir: str = opt("data", "where token shards are cached")
+    batch_size: int = opt(32, "sequences per optimizer step, over all processes and accumulation steps")
+    grad_accum: int = opt(1, "micro-batches per optimizer step (same results, less memory)")
+    max_steps: int = opt(500, "optimizer steps")
+    lr: float = opt(2e-3, "peak learning rate")
+    min_lr: float = opt(2e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = opt(50, "linear warmup steps")
+    weight_decay: float = opt(0.1, "AdamW weight decay (matrices that multiply activations only)")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.95, "AdamW beta2")
+    grad_clip: float = opt(1.0, "clip the gradient norm to this (0: off)")
+    eval_interval: int = opt(100, "steps between validation evaluations")
+    eval_batches: int = opt(20, "validation batches per evaluation")
+    ckpt_interval: int = opt(100, "steps between checkpoints (one at the end too)")
+    out_dir: str = opt(None, "run folder for the checkpoint and summary (default runs/<model>-<preset>)")
+    log_dir: str = opt("logs", "folder for the metrics file <run>.jsonl")
+    resume: bool = opt(False, "continue from the run folder's checkpoint")
+    seed: int = opt(1337, "seed for weights and batches")
+    device: str = opt("auto", "auto, cuda, mps or cpu")
+    dtype: str = opt("auto", "auto (bf16 on GPUs with bf16, fp16+GradScaler on older GPUs, fp32 on CPU/MPS), "
+                             "float32, bfloat16, float16", choices=DTYPES)
+    compile: bool = opt(False, "torch.compile the model")
+    wandb: bool = opt(False, "also log to Weights & Biases (needs `pip install wandb`)")
+    progress: bool = opt(True, "show a tqdm progress bar")
+
+    def __post_init__(self) -> None:
+        self.overrides = dict(self.overrides or {})
+
+    def run_name(self) -> str:
+        return Path(self.out_dir).name if self.out_dir else f"{self.model}-{self.preset}"
+
+    def validate(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_batches", "ckpt_interval", "eval_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"--batch-size {self.batch_size} must be divisible by --grad-accum {self.grad_accum}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"need 0 <= --min-lr ({self.min_lr}) <= --lr ({self.lr})")
+        if self.model not in MODELS or self.preset not in PRESETS:
+            raise ValueError(f"--model must be one of {MODELS} and --preset one of {tuple(PRESETS)}")
+        if self.device != "auto" and self.device.split(":")[0] not in DEVICES:
+            raise ValueError(f"--device must be one of {DEVICES} (or e.g. cuda:1), got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if "vocab_size" in self.overrides:
+            raise ValueError("vocab_size follows the tokenizer; choose --tokenizer instead of --set vocab_size")
+        get_config(self.preset, self.model, **self.overrides)  # unknown or impossible fields fail here
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# Fields that may change between a run and its resumption without changing the numbers.
+RESUMABLE_CHANGES = {"max_steps", "eval_interval", "ckpt_interval", "resume", "device", "progress", "wandb",
+                     "compile", "log_dir", "data_dir", "out_dir"}
+
+
+# --------------------------------------------------------------------------- model config overrides
+
+def _parse_value(name: str, raw: str, annotation: str):
+    """A --set value in the type its GPTConfig field declares ("int | None" takes 7 or none)."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if "None" in kinds and raw.lower() in ("none", "null"):
+        return None
+    kind = next(k for k in kinds if k != "None")
+    try:
+        if kind == "bool":
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return raw.lower() in ("true", "1", "yes")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        allowed = " or none" if "None" in kinds else ""
+        raise ValueError(f"--set {name}={raw}: {name} takes a {kind}{allowed}") from None
+    return raw
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """["num_hidden_layers=2", "attn_sinks=false", "sliding_window=none"] -> typed values,
+    each parsed as the type its GPTConfig field declares."""
+    fields = {f.name: f.type for f in dataclasses.fields(GPTConfig)}
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        name, raw = item.split("=", 1)
+        if name not in fields:
+            raise ValueError(f"--set {item}: {name!r} is not a model config field; the fields are GPTConfig's, "
+                             "e.g. num_hidden_layers, hidden_size, sliding_window, attn_sinks")
+        out[name] = _parse_value(name, raw, str(fields[name]))
+    return out
+
+
+# --------------------------------------------------------------------------- the pieces of the loop
+
+@dataclass
+class Run:
+    """Where a run executes: the device, its precision and, under torchrun, this process's rank."""
+
+    device: torch.device
+    dtype: torch.dtype
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main_process(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+
+def setup(cfg: TrainConfig) -> Run:
+    device = pick_device(cfg.device)
+    rank, world = 0, 1
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.batch_size % (cfg.grad_accum * world):
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by --grad-accum {cfg.grad_accum} "
+                         f"x {world} processes")
+    return Run(device, pick_dtype(cfg.dtype, device), rank, world)
+
+
+def tokenizer_name(cfg: TrainConfig) -> str:
+    if cfg.tokenizer != "auto":
+        return cfg.tokenizer
+    vocab = PRESETS[cfg.preset]["vocab_size"]
+    return "gpt2-4k" if vocab <= 4096 else "gpt2-8k" if vocab <= 8192 else "gpt2"
+
+
+def load_data(cfg: TrainConfig, run: Run, tokenizer):
+    """Train and validation tokens; the first process tokenizes, the others reuse its shards."""
+    if run.main_process:
+        shards = token_shards(cfg.data, tokenizer, cfg.data_dir, limit=cfg.max_stories, progress=cfg.progress)
+    if run.distributed:
+        dist.barrier()
+    if not run.main_process:
+        shards = token_shards(cfg.data, tokenizer, cfg.data_dir, limit=cfg.max_stories, progress=False)
+    return shards["train"], shards["validation"]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on every matrix that multiplies activations: linear layers (the
+    unembedding included, tied or not), the router and the experts. Norms, biases,
+    sinks and the embeddings that are only looked up (tokens when untied, positions)
+    are exempt."""
+    decay = set()
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, Router)):
+            decay.add(module.weight)
+        elif isinstance(module, Experts):
+            decay.update((module.gate_up_proj, module.down_proj))
+    params = [p for p in model.parameters() if p.requires_grad]  # shared (tied) parameters once
+    return [{"params": [p for p in params if p in decay], "weight_decay": weight_decay},
+            {"params": [p for p in params if p not in decay], "weight_decay": 0.0}]
+
+
+def build(cfg: TrainConfig, run: Run, vocab_size: int):
+    """The model (fp32 master weights), its AdamW and the loss scaler fp16 needs."""
+    model_config = get_config(cfg.preset, cfg.model, **{**cfg.overrides, "vocab_size": vocab_size})
+    model = GPT(model_config).to(run.device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                  betas=(cfg.beta1, cfg.beta2), fused=run.device.type == "cuda")
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.dtype == torch.float16)
+    return model, optimizer, scaler
+
+
+def open_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> Checkpoint | None:
+    """The checkpoint to resume from, checked against the settings before any work is done."""
+    if not ckpt_path.exists():
+        if cfg.resume:
+            print(f"no checkpoint in {ckpt_path.parent}: starting from scratch")
+        return None
+    if not cfg.resume:
+        raise CheckpointError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out-dir")
+    ckpt = Checkpoint(ckpt_path)
+    before = {k: v for k, v in ckpt.train_config.items() if k not in RESUMABLE_CHANGES}
+    now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    if before != now:
+        diff = {k: (before.get(k), now.get(k)) for k in now if before.get(k) != now.get(k)}
+        raise CheckpointError(f"{ckpt_path} was trained with other settings (checkpoint, now): {diff}; "
+                              "resume with the same settings, or start a new --out-dir")
+    return ckpt
+
+
+def restore(ckpt: Checkpoint, model, optimizer, scaler) -> int:
+    """Weights, optimizer moments, loss scale and random state: the step to continue from."""
+    ckpt.load_model(model)
+    ckpt.load_optimizer(optimizer)
+    ckpt.load_scaler(scaler)
+    ckpt.restore_rng()
+    return ckpt.step
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then a cosine down to cfg.min_lr at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_step(step: int, cfg: TrainConfig, run: Run, train_model, model, optimizer, scaler,
+               batches: TokenBatches) -> dict:
+    """One optimizer step over cfg.grad_accum micro-batches; returns its metrics row."""
+    lr = lr_at(step, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum = torch.zeros((), device=run.device)
+    aux_sum = torch.zeros((), device=run.device)
+    for micro in range(cfg.grad_accum):
+        x, y = batches.get(step, micro, run.device)
+        last_micro = micro == cfg.grad_accum - 1
+        sync = train_model.no_sync() if run.distributed and not last_micro else contextlib.nullcontext()
+        with sync:
+            with run.autocast():
+                out = train_model(x, y)
+            scaler.scale(out.objective / cfg.grad_accum).backward()
+        loss_sum += out.loss.detach().float()
+        if out.aux_loss is not None:
+            aux_sum += out.aux_loss.detach().float()
+    grad_norm = float("nan")
+    if cfg.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    if run.distributed:
+        for total in (loss_sum, aux_sum):
+            dist.all_reduce(total)
+            total /= run.world
+    row = {"step": step + 1, "loss": loss_sum.item() / cfg.grad_accum, "lr": lr, "grad_norm": grad_norm}
+    if model.config.is_moe and model.config.router_aux_loss_coef > 0:
+        row["aux_loss"] = aux_sum.item() / cfg.grad_accum
+    return row
+
+
+@torch.no_grad()
+def evaluate(model, batches: TokenBatches, n_batches: int, run: Run) -> float:
+    """Mean validation loss (nats/token) over the same `n_batches` batches every time."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=run.device)
+    for i in range(n_batches):
+        x, y = batches.get(i, device=run.device)
+        with run.autocast():
+            total += model(x, y).loss.float()
+    model.train(was_training)
+    if run.distributed:
+        dist.all_reduce(total)
+        total /= run.world
+    return total.item() / n_batches
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class MetricsLog:
+    """JSON lines, one per step; on resume the lines of steps after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = []
+        if resume_step is not None and path.exists():
+            rows = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class Logger:
+    """Where each metrics row goes: the JSON-lines log, Weights & Biases, a callback, the progress bar."""
+
+    def __init__(self, cfg: TrainConfig, run: Run, start_step: int, callback: Callable[[dict], None] | None):
+        from tqdm.auto import tqdm
+
+        main = run.main_process
+        self.log = MetricsLog(Path(cfg.log_dir) / f"{cfg.run_name()}.jsonl", start_step) if main else None
+        self.callback = callback if main else None
+        self.wandb = None
+        if cfg.wandb and main:
+            try:
+                import wandb
+            except ImportError:
+                raise RuntimeError("--wandb needs the wandb package: pip install wandb (or drop --wandb)") from None
+            self.wandb = wandb.init(project="nanogptoss", name=cfg.run_name(), config=dataclasses.asdict(cfg),
+                                    resume="allow")
+        self.bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (cfg.progress and main),
+                        desc=cfg.run_name(), unit="step", dynamic_ncols=True)
+        self.val_loss = float("nan")
+
+    def __call__(self, row: dict) -> None:
+        self.val_loss = row.get("val_loss", self.val_loss)
+        if self.log:
+            self.log.write(row)
+        if self.wandb:
+            self.wandb.log(row, step=row["step"])
+        if self.callback:
+            self.callback(row)
+        self.bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{self.val_loss:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+# --------------------------------------------------------------------------- the loop
+
+def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> dict:
+    """Train as `cfg` says; returns the run's summary (also written to <out_dir>/summary.json).
+
+    `callback(row)` receives every metrics row (a live plot in a notebook, say).
+    """
+    cfg.validate()
+    run = setup(cfg)
+    out_dir = Path(cfg.out_dir or f"runs/{cfg.run_name()}")
+    ckpt_path = out_dir / "checkpoint.safetensors"
+    ckpt = open_checkpoint(cfg, ckpt_path)
+    torch.manual_seed(cfg.seed)
+
+    tok_name = tokenizer_name(cfg)
+    tokenizer = get_tokenizer(tok_name)
+    (train_tokens, _), (val_tokens, val_header) = load_data(cfg, run, tokenizer)
+    model, optimizer, scaler = build(cfg, run, tokenizer.n_vocab)
+    start_step = restore(ckpt, model, optimizer, scaler) if ckpt else 0
+
+    train_model = torch.compile(model) if cfg.compile else model
+    if run.distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    seq_len = model.config.max_position_embeddings
+    batches = TokenBatches(train_tokens, seq_len, cfg.batch_size, cfg.seed, run.rank, run.world, cfg.grad_accum)
+    val_batches = TokenBatches(val_tokens, seq_len, cfg.batch_size // cfg.grad_accum, cfg.seed + 1, run.rank, run.world)
+    log = Logger(cfg, run, start_step, callback)
+
+    tokens_per_step = cfg.batch_size * seq_len
+    rates, t_start = [], time.perf_counter()
+    model.train()
+    for step in range(start_step, cfg.max_steps):
+        t0 = time.perf_counter()
+        row = train_step(step, cfg, run, train_model, model, optimizer, scaler, batches)
+        row["tokens_per_s"] = tokens_per_step / (time.perf_counter() - t0)
+        if step > start_step:  # the first step pays for warm-up and compilation
+            rates.append(row["tokens_per_s"])
+        last = step + 1 == cfg.max_steps
+        if (step + 1) % cfg.eval_interval == 0 or last:
+            val_loss = evaluate(model, val_batches, cfg.eval_batches, run)
+            row.update(val_loss=val_loss, val_bpb=bits_per_byte(val_loss, val_header))
+        log(row)
+        if run.main_process and ((step + 1) % cfg.ckpt_interval == 0 or last):
+            save_checkpoint(ckpt_path, model, optimizer, scaler, step + 1, dataclasses.asdict(cfg),
+                            extra={"tokenizer": tok_name, "val_loss": log.val_loss})
+    log.close()
+
+    val_loss = log.val_loss
+    counts = count_parameters(model.config)
+    summary = {
+        "run": cfg.run_name(), "model": cfg.model, "preset": cfg.preset, "tokenizer": tok_name,
+        "steps": cfg.max_steps, "val_loss": val_loss, "val_bpb": bits_per_byte(val_loss, val_header),
+        "val_ppl": math.exp(val_loss) if val_loss == val_loss else float("nan"),
+        "params_total": counts.total, "params_active": counts.active,
+        "train_tokens_per_s": sum(rates) / len(rates) if rates else float("nan"),
+        "peak_memory_mb": peak_memory_mb(run.device), "device": str(run.device),
+        "dtype": str(run.dtype).removeprefix("torch."), "world_size": run.world,
+        "wall_s": time.perf_counter() - t_start,
+        "checkpoint_mb": ckpt_path.stat().st_size / 2 ** 20 if ckpt_path.exists() else float("nan"),
+        "model_config": dataclasses.asdict(model.config),
+    }
+    if run.main_process:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if run.distributed:
+        dist.destroy_process_group()
+    return summary
+
+
+# --------------------------------------------------------------------------- command line
+
+def _arg_type(f: dataclasses.Field):
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return {"int": int, "float": float}.get(kind, str)
+
+
+def add_options(parser: argparse.ArgumentParser, names: typing.Iterable[str] | None = None) -> None:
+    """Add TrainConfig's fields (all, or those in `names`) as --options, with their help."""
+    wanted = None if names is None else set(names)
+    for f in dataclasses.fields(TrainConfig):
+        if wanted is not None and f.name not in wanted:
+            continue
+        meta = dict(f.metadata)
+        flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
+        if f.name == "overrides":
+            parser.add_argument(flag, dest="overrides", action="append", default=None, metavar="FIELD=VALUE", **meta)
+        elif f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
+        else:
+            parser.add_argument(flag, dest=f.name, type=_arg_type(f), default=f.default, **meta)
+
+
+def options_from_args(args: argparse.Namespace, **base) -> TrainConfig:
+    """A TrainConfig from parsed arguments: `base` first, then every option the parser has."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    if "overrides" in values:
+        values["overrides"] = parse_overrides(values["overrides"])
+    return TrainConfig(**{**base, **values})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nanogptoss train",
+        description="Train a GPT-OSS or GPT-2 on stories. Example (CPU, minutes): "
+                    "python -m nanogptoss train --model gptoss --preset cpu-tiny --data synthetic --max-steps 200",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--options", default=None, metavar="FILE",
+                        help="read every option from a JSON file of TrainConfig fields (what `compare` writes); "
+                             "other options are then ignored")
+    add_options(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.options:
+            cfg = TrainConfig(**json.loads(Path(args.options).read_text()))
+        else:
+            cfg = options_from_args(args)
+        summary = train(cfg)
+    except (ValueError, CheckpointError, DataUnavailable, TokenizerUnavailable) as err:
+        raise SystemExit(f"error: {err}") from None
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{summary['run']}: val loss {summary['val_loss']:.4f} nats/token, {summary['val_bpb']:.4f} bits/byte, "
+              f"{summary['train_tokens_per_s']:,.0f} tokens/s ({summary['device']}, {summary['dtype']})")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Weight formats: Hugging Face gpt-oss checkpoints (hf) and training checkpoints (checkpoint)."""
