@@ -1,7 +1,10 @@
+from pathlib import Path
+
 import pytest
 import torch
 
 from nanogptoss import GPTOSSConfig
+from nanogptoss.training.train import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -29,3 +32,39 @@ def randomize_(model, std=0.1):
             else:
                 p.normal_(0.0, std)
     return model
+
+
+# -- a tiny training run on a small file of stories, shared by the trainer tests ----------
+
+TINY = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+            intermediate_size=32, max_position_embeddings=32, sliding_window=8)
+
+
+@pytest.fixture(scope="session")
+def stories(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stories") / "stories.txt"
+    names, things = ["Lily", "Tom", "Sam", "Mia", "Ben"], ["ball", "cat", "kite", "cake", "boat"]
+    text = [f"Once upon a time, {n} had a {t}. {n} loved the {t}. One day the {t} was lost. "
+            f"{n} was sad. Then {n} found the {t} again. The end."
+            for i in range(400) for n, t in [(names[i % 5], things[(i * 3) % 5])]]
+    path.write_text("<|endoftext|>".join(text))
+    return path
+
+
+def config(tmp, stories, name, **kw):
+    base = dict(data=str(stories), overrides=dict(TINY), batch_size=4, max_steps=12, warmup_steps=3,
+                eval_interval=6, eval_batches=2, ckpt_interval=4, out_dir=str(tmp / "runs" / name),
+                data_dir=str(tmp / "data"), progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def cli_args(cfg: TrainConfig) -> list[str]:
+    args = ["--data", cfg.data, "--batch-size", str(cfg.batch_size), "--max-steps", str(cfg.max_steps),
+            "--warmup-steps", str(cfg.warmup_steps), "--eval-interval", str(cfg.eval_interval),
+            "--eval-batches", str(cfg.eval_batches), "--ckpt-interval", str(cfg.ckpt_interval),
+            "--out-dir", cfg.out_dir, "--data-dir", cfg.data_dir, "--no-progress",
+            "--grad-accum", str(cfg.grad_accum)]
+    for name, value in cfg.overrides.items():
+        args += ["--set", f"{name}={value}"]
+    return args

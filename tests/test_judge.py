@@ -240,7 +240,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
         judge.main([])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}\n')
-    with pytest.raises(ValueError, match="bad.jsonl:1 needs string fields"):
+    with pytest.raises(SystemExit, match="bad.jsonl:1 needs string fields"):
         judge.main(["--completions", str(bad)])
     good = tmp_path / "good.jsonl"
     good.write_text('{"prompt": "Tim had a kite.", "completion": " It flew."}\n')

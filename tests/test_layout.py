@@ -58,7 +58,7 @@ def test_the_tree_shows_the_groups():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert folders == GROUPS
     top = {p.stem for p in PACKAGE.glob("*.py")}
-    assert top == {"__init__", "__main__", "config"}
+    assert top == {"__init__", "__main__", "config", "files"}  # files: how the library writes (atomic, locked)
     assert {p.stem for p in (PACKAGE / "model").glob("*.py")} == set(CHAPTER_MODULES) | {"__init__"}
 
 
@@ -97,7 +97,8 @@ def test_teaching_modules_hold_no_speed_code(name):
 def test_the_model_imports_no_command_and_the_kernels_no_model_assembly():
     edges = graph()
     for module, targets in edges.items():
-        if module.startswith(("nanogptoss.model", "nanogptoss.kernels", "nanogptoss.weights", "nanogptoss.config")):
+        if module.startswith(("nanogptoss.model", "nanogptoss.kernels", "nanogptoss.weights", "nanogptoss.config",
+                              "nanogptoss.files")):
             assert not any(t.startswith(("nanogptoss.training", "nanogptoss.book", "nanogptoss.data")) for t in targets), \
                 (module, targets)
     assert not any(t == "nanogptoss.model.transformer" for t in edges["nanogptoss.kernels"])

@@ -15,45 +15,13 @@ from nanogptoss import GPTOSS, get_config
 from nanogptoss.training.train import TrainConfig, build_parser, lr_at, param_groups, parse_overrides, read_metrics, train
 from nanogptoss.weights.checkpoint import Checkpoint, CheckpointError, load_model, save_checkpoint
 
-from conftest import tiny_gptoss
+from conftest import TINY, cli_args, config, tiny_gptoss
 
-TINY = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-            intermediate_size=32, max_position_embeddings=32, sliding_window=8)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def stories(tmp_path_factory):
-    path = tmp_path_factory.mktemp("stories") / "stories.txt"
-    names, things = ["Lily", "Tom", "Sam", "Mia", "Ben"], ["ball", "cat", "kite", "cake", "boat"]
-    text = [f"Once upon a time, {n} had a {t}. {n} loved the {t}. One day the {t} was lost. "
-            f"{n} was sad. Then {n} found the {t} again. The end."
-            for i in range(400) for n, t in [(names[i % 5], things[(i * 3) % 5])]]
-    path.write_text("<|endoftext|>".join(text))
-    return path
-
-
-def config(tmp, stories, name, **kw):
-    base = dict(data=str(stories), overrides=dict(TINY), batch_size=4, max_steps=12, warmup_steps=3,
-                eval_interval=6, eval_batches=2, ckpt_interval=4, out_dir=str(tmp / "runs" / name),
-                log_dir=str(tmp / "logs"), data_dir=str(tmp / "data"), progress=False)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def cli_args(cfg: TrainConfig) -> list[str]:
-    args = ["--data", cfg.data, "--batch-size", str(cfg.batch_size), "--max-steps", str(cfg.max_steps),
-            "--warmup-steps", str(cfg.warmup_steps), "--eval-interval", str(cfg.eval_interval),
-            "--eval-batches", str(cfg.eval_batches), "--ckpt-interval", str(cfg.ckpt_interval),
-            "--out-dir", cfg.out_dir, "--log-dir", cfg.log_dir, "--data-dir", cfg.data_dir, "--no-progress",
-            "--grad-accum", str(cfg.grad_accum)]
-    for name, value in cfg.overrides.items():
-        args += ["--set", f"{name}={value}"]
-    return args
-
-
 def losses(cfg: TrainConfig) -> list[tuple]:
-    rows = read_metrics(Path(cfg.log_dir) / f"{cfg.run_name()}.jsonl")
+    rows = read_metrics(cfg.out_dir)
     return [(r["step"], r["loss"], r.get("val_loss")) for r in rows]
 
 
@@ -111,7 +79,7 @@ def test_overrides_are_parsed_as_their_fields_types():
         parse_overrides(["num_hidden_layers"])
     with pytest.raises(ValueError, match="not a model config field"):
         parse_overrides(["n_layer=2"])
-    with pytest.raises(ValueError, match="num_hidden_layers takes a int"):
+    with pytest.raises(ValueError, match="num_hidden_layers takes an int"):
         parse_overrides(["num_hidden_layers=two"])
     with pytest.raises(ValueError, match="attn_sinks takes a bool"):
         parse_overrides(["attn_sinks=no-thanks"])
@@ -153,7 +121,7 @@ def test_sigkill_then_resume_retraces_the_uninterrupted_run(tmp_path, stories):
     full = config(tmp_path, stories, "full", max_steps=steps, ckpt_interval=25, eval_interval=30)
     train(full)
     cut = config(tmp_path, stories, "cut", max_steps=steps, ckpt_interval=25, eval_interval=30)
-    log = Path(cut.log_dir) / "cut.jsonl"
+    log = Path(cut.out_dir) / "metrics.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "nanogptoss", "train", *cli_args(cut)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -250,10 +218,9 @@ def test_training_on_synthetic_stories_approaches_their_true_entropy(tmp_path):
                       overrides=dict(num_hidden_layers=1, hidden_size=64, head_dim=16, intermediate_size=64,
                                      max_position_embeddings=64),
                       batch_size=16, max_steps=120, lr=5e-3, warmup_steps=10, eval_interval=40, eval_batches=8,
-                      out_dir=str(tmp_path / "run"), log_dir=str(tmp_path / "logs"),
-                      data_dir=str(tmp_path / "data"), progress=False)
+                      out_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"), progress=False)
     summary = train(cfg)
-    vals = [r["val_loss"] for r in read_metrics(tmp_path / "logs" / "run.jsonl") if "val_loss" in r]
+    vals = [r["val_loss"] for r in read_metrics(tmp_path / "run") if "val_loss" in r]
     assert vals == sorted(vals, reverse=True)
     # a model cannot beat the source's entropy on held-out stories: below it means leakage
     assert summary["val_loss"] > floor - 0.01

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from ..files import atomic_path, remove_stale_temps, write_text
 
 HUB_NAME = "roneneldan/TinyStories"
 TEXT_FIELDS = ("text", "story")  # the hub dataset says "text", the original tarball's JSON "story"
@@ -36,35 +39,75 @@ class DataUnavailable(RuntimeError):
 
 def _stories_from_records(records, where: str) -> list[str]:
     out = []
-    for rec in records:
-        field = next((f for f in TEXT_FIELDS if f in rec), None)
-        if field is None:
-            raise DataUnavailable(f"{where}: records need a 'text' or 'story' field; found {sorted(rec)[:8]}")
-        if rec[field] and rec[field].strip():
-            out.append(rec[field].strip())
+    for n, rec in enumerate(records, 1):
+        if isinstance(rec, str):  # a JSON list of stories
+            story = rec
+        elif isinstance(rec, dict):
+            field = next((f for f in TEXT_FIELDS if f in rec), None)
+            if field is None:
+                raise DataUnavailable(f"{where}: record {n} needs a 'text' or 'story' field; found {sorted(rec)[:8]}")
+            story = rec[field]
+        else:
+            raise DataUnavailable(f"{where}: record {n} is not a story but {rec!r:.40}; records must be objects "
+                                  "with a 'text' or 'story' field, or strings")
+        if not isinstance(story, str):
+            raise DataUnavailable(f"{where}: record {n} has {story!r:.40} where a story's text belongs")
+        if story.strip():
+            out.append(story.strip())
     return out
 
 
-def _read_file(path: Path) -> list[str]:
-    if path.suffix == ".txt":
-        return [s.strip() for s in path.read_text(encoding="utf-8").split(EOT) if s.strip()]
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            return _stories_from_records((json.loads(line) for line in f if line.strip()), str(path))
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return _stories_from_records(data if isinstance(data, list) else [data], str(path))
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+def _jsonl_records(path: Path):
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as err:
+                    raise DataUnavailable(f"{path}:{n} is not valid JSON ({err}); each line must be an object "
+                                          'like {"text": "..."}') from None
 
-        table = pq.read_table(path)
-        return _stories_from_records(table.to_pylist(), str(path))
+
+def _read_file(path: Path) -> list[str]:
+    try:
+        if path.suffix == ".txt":
+            return [s.strip() for s in path.read_text(encoding="utf-8").split(EOT) if s.strip()]
+        if path.suffix == ".jsonl":
+            return _stories_from_records(_jsonl_records(path), str(path))
+        if path.suffix == ".json":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as err:
+                raise DataUnavailable(f"{path} is not valid JSON ({err})") from None
+            return _stories_from_records(data if isinstance(data, list) else [data], str(path))
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                table = pq.read_table(path)
+            except Exception as err:  # pyarrow's own error types
+                raise DataUnavailable(f"{path} is not a readable parquet file ({type(err).__name__}: {err})") from None
+            return _stories_from_records(table.to_pylist(), str(path))
+    except UnicodeDecodeError as err:
+        raise DataUnavailable(f"{path} is not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
+                              "give a text file of stories separated by <|endoftext|>") from None
     raise DataUnavailable(f"{path}: unsupported file type; use one of {', '.join(LOCAL_SUFFIXES)}")
 
 
 def _split_of(path: Path) -> str:
     name = path.name.lower()
     return "validation" if ("valid" in name or "val." in name or "-val" in name or "_val" in name) else "train"
+
+
+def local_files(path: str | os.PathLike) -> list[Path]:
+    """The story files a local source names: the file itself, or those in a folder."""
+    path = Path(path)
+    if not path.exists():
+        raise DataUnavailable(f"{path} does not exist; give a .txt/.jsonl/.json/.parquet file or a folder of them")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES)
+    if not files:
+        raise DataUnavailable(f"{path} holds no {'/'.join(LOCAL_SUFFIXES)} files")
+    return files
 
 
 def load_local(path: str | os.PathLike, split: str = "train", val_fraction: float = 0.05) -> list[str]:
@@ -74,18 +117,21 @@ def load_local(path: str | os.PathLike, split: str = "train", val_fraction: floa
     single file (or a folder with no such file) is split: its last `val_fraction`
     of stories are the validation set.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataUnavailable(f"{path} does not exist; give a .txt/.jsonl/.json/.parquet file or a folder of them")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES)
-    if not files:
-        raise DataUnavailable(f"{path} holds no {'/'.join(LOCAL_SUFFIXES)} files")
+    files = local_files(path)
     by_split = {"train": [], "validation": []}
     for f in files:
         by_split[_split_of(f)].append(f)
-    if by_split["validation"]:
-        return [s for f in by_split[split] for s in _read_file(f)]
+    if by_split["validation"] and by_split["train"]:
+        stories = [s for f in by_split[split] for s in _read_file(f)]
+        if not stories:
+            raise DataUnavailable(f"the {split} files of {path} ({', '.join(f.name for f in by_split[split])}) "
+                                  "hold no stories")
+        return stories
     stories = [s for f in files for s in _read_file(f)]
+    if len(stories) < 2:
+        what = "no stories" if not stories else "a single story"
+        raise DataUnavailable(f"{path} holds {what}: stories must be separated by <|endoftext|> (as in the "
+                              "TinyStories .txt files), and a file is split into training and validation stories")
     n_val = max(1, int(len(stories) * val_fraction))
     return stories[-n_val:] if split == "validation" else stories[:-n_val]
 
@@ -133,6 +179,8 @@ def load_texts(source: str = "tinystories", split: str = "train", limit: int | N
     """Stories from "tinystories" (hub, or $NANOGPTOSS_DATA when set), "synthetic", or a local path."""
     if split not in ("train", "validation"):
         raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"the number of stories must be a positive integer or None (all), got {limit!r}")
     if source == "synthetic":
         from .synthetic import generate_stories
 
@@ -163,6 +211,50 @@ def pick_source(source: str = "auto") -> str:
 
 # --------------------------------------------------------------------------- token shards
 
+# A shard is named after its source's identity (where the stories come from) and keyed on its
+# content (what they are) and the tokenizer's vocabulary: two files of the same name in two
+# folders never share a shard, and an edited file or a retrained tokenizer is tokenized again.
+
+def _sha256(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+HASH_LIMIT = 256 * 2 ** 20  # sources up to this size are hashed whole; larger ones by size and mtime
+
+
+def source_identity(source: str) -> tuple[str, str]:
+    """(identity, content fingerprint) of a source, without tokenizing it."""
+    if source == "synthetic":
+        from . import synthetic
+
+        return "synthetic", _sha256(Path(synthetic.__file__).read_bytes())  # the grammar is the source
+    if source == "tinystories" and not os.environ.get("NANOGPTOSS_DATA"):
+        return f"hub:{HUB_NAME}", ""  # the datasets cache keeps the hub's copy in step with the hub
+    path = Path(os.environ["NANOGPTOSS_DATA"] if source == "tinystories" else source)
+    files = local_files(path)
+    stats = [(f, f.stat()) for f in files]
+    whole = sum(st.st_size for _, st in stats) <= HASH_LIMIT
+    content = _sha256(*(part for f, st in stats for part in (
+        f.relative_to(path) if path.is_dir() else f.name, st.st_size,
+        hashlib.sha256(f.read_bytes()).hexdigest() if whole else st.st_mtime_ns)))
+    return str(path.resolve()), content
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """The vocabulary itself (every id's bytes, the split pattern, the special tokens), not its name."""
+    pieces = []
+    for i in range(tokenizer.n_vocab):
+        try:
+            pieces.append(tokenizer.decode_single_token_bytes(i))
+        except KeyError:  # a gap in the ids
+            pieces.append(b"")
+    return _sha256(tokenizer._pat_str, sorted(tokenizer._special_tokens.items()), *pieces)
+
+
 def _header_path(bin_path: Path) -> Path:
     return bin_path.with_suffix(".json")
 
@@ -180,18 +272,21 @@ def read_header(bin_path: str | os.PathLike) -> dict | None:
 
 
 def prepare_tokens(texts: Sequence[str] | None, tokenizer, bin_path: str | os.PathLike, source: str,
-                   progress: bool = True, num_threads: int = 0) -> np.memmap:
+                   progress: bool = True, num_threads: int = 0, content: str = "") -> np.memmap:
     """Encode stories (each followed by <|endoftext|>) into a uint16 memmap, or reuse a matching one.
 
     `texts` may be None when the caller only wants an existing shard; a missing or
-    stale shard then raises. The header records the tokenizer, the token count,
-    the UTF-8 byte count (for bits per byte) and the source.
+    stale shard then raises. The header records the tokenizer and its fingerprint, the
+    source and its content fingerprint, the token count and the UTF-8 byte count (for
+    bits per byte). Files are written under names of their own and renamed into place,
+    the header last, so concurrent builders never see each other's half-written files.
     """
     from tqdm.auto import tqdm
 
     bin_path = Path(bin_path)
     header = read_header(bin_path)
-    wanted = {"tokenizer": tokenizer.name, "n_vocab": tokenizer.n_vocab, "source": source}
+    wanted = {"tokenizer": tokenizer.name, "tokenizer_sha256": tokenizer_fingerprint(tokenizer),
+              "n_vocab": tokenizer.n_vocab, "source": source, "content_sha256": content}
     if header is not None and all(header.get(k) == v for k, v in wanted.items()):
         return np.memmap(bin_path, dtype=header["dtype"], mode="r", shape=(header["count"],))
     if texts is None:
@@ -200,6 +295,7 @@ def prepare_tokens(texts: Sequence[str] | None, tokenizer, bin_path: str | os.Pa
     if tokenizer.n_vocab > 2 ** 16:
         raise ValueError(f"uint16 shards hold ids below 65536; tokenizer {tokenizer.name} has {tokenizer.n_vocab}")
     bin_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(bin_path.parent)
     threads = num_threads or min(8, os.cpu_count() or 1)
     chunk = 2048
     pieces, n_bytes = [], 0
@@ -211,28 +307,31 @@ def prepare_tokens(texts: Sequence[str] | None, tokenizer, bin_path: str | os.Pa
             pieces.append(np.asarray(ids, dtype=np.uint16))
         n_bytes += sum(len(t.encode("utf-8")) + 1 for t in batch)  # +1: the separator, as one byte
     tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.uint16)
-    tmp = bin_path.with_name(bin_path.name + ".tmp")
-    tokens.tofile(tmp)
-    os.replace(tmp, bin_path)
+    with atomic_path(bin_path) as tmp:
+        tokens.tofile(tmp)
     header = dict(wanted, dtype="uint16", count=int(tokens.size), bytes=n_bytes, stories=len(texts))
-    tmp = _header_path(bin_path).with_name(bin_path.stem + ".json.tmp")
-    tmp.write_text(json.dumps(header, indent=1))
-    os.replace(tmp, _header_path(bin_path))  # the header last: a shard without one is rebuilt
+    write_text(_header_path(bin_path), json.dumps(header, indent=1))  # the header last: a shard without one is rebuilt
     return np.memmap(bin_path, dtype=np.uint16, mode="r", shape=(tokens.size,))
 
 
 def token_shards(source: str, tokenizer, cache_dir: str | os.PathLike = "data", limit: int | None = None,
                  progress: bool = True) -> dict[str, tuple[np.memmap, dict]]:
     """Train and validation shards for a source, built on first use: {split: (tokens, header)}."""
-    tag = "".join(c if c.isalnum() else "_" for c in Path(source).name if c) or "data"
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"the number of stories must be a positive integer or None (all), got {limit!r}")
+    identity, content = source_identity(source)
+    name = Path(source).name if source not in ("synthetic", "tinystories") else source
+    tag = "".join(c if c.isalnum() else "_" for c in name) or "data"
     out = {}
     for split in ("train", "validation"):
-        path = Path(cache_dir) / f"{tag}-{tokenizer.name}-{split}{f'-{limit}' if limit else ''}.bin"
-        header = read_header(path)
-        texts = None
-        if header is None or header.get("tokenizer") != tokenizer.name or header.get("source") != source:
-            texts = load_texts(source, split, limit=limit if split == "train" else (limit and max(limit // 20, 50)))
-        tokens = prepare_tokens(texts, tokenizer, path, source, progress=progress)
+        n = limit if split == "train" else (limit and max(limit // 20, 50))
+        path = Path(cache_dir) / (f"{tag}-{_sha256(identity)[:10]}-{tokenizer.name}-{split}"
+                                  f"{f'-{limit}' if limit else ''}.bin")
+        try:
+            tokens = prepare_tokens(None, tokenizer, path, identity, progress=progress, content=content)
+        except DataUnavailable:  # not built yet, or stale
+            texts = load_texts(source, split, limit=n)
+            tokens = prepare_tokens(texts, tokenizer, path, identity, progress=progress, content=content)
         out[split] = (tokens, read_header(path))
     return out
 

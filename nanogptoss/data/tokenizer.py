@@ -29,6 +29,8 @@ from typing import Iterable
 
 import tiktoken
 
+from ..files import write_text
+
 EOT = "<|endoftext|>"
 # GPT-2's pre-tokenization pattern: BPE merges never cross these chunk borders.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -62,15 +64,18 @@ def gpt2_prefix(n_vocab: int = 4096) -> tiktoken.Encoding:
 def save_ranks(ranks: dict[bytes, int], path: str | os.PathLike) -> None:
     """tiktoken's mergeable-ranks format: one `base64(token) rank` line per token, by rank."""
     lines = [f"{base64.b64encode(tok).decode()} {rank}\n" for tok, rank in sorted(ranks.items(), key=lambda x: x[1])]
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines))
-    os.replace(tmp, path)
+    write_text(path, "".join(lines))
 
 
 def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:
     ranks = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file of 'base64-token rank' lines (tiktoken's format)") from None
+    if not lines:
+        raise ValueError(f"{path} is empty; a tokenizer file holds one 'base64-token rank' line per token")
+    for n, line in enumerate(lines, 1):
         try:
             tok, rank = line.split()
             ranks[base64.b64decode(tok, validate=True)] = int(rank)
@@ -194,7 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     show.add_argument("--tokenizer", default="gpt2-4k")
     show.add_argument("text", nargs="?", default="Once upon a time, there was a little girl named Lily.")
     args = parser.parse_args(argv)
+    try:
+        run_command(args)
+    except (ValueError, TokenizerUnavailable) as err:
+        raise SystemExit(f"error: {err}") from None
 
+
+def run_command(args) -> None:
     if args.command == "show":
         enc = get_tokenizer(args.tokenizer)
         ids = enc.encode_ordinary(args.text)
@@ -202,9 +213,15 @@ def main(argv: list[str] | None = None) -> None:
         print(" | ".join(enc.decode([i]) for i in ids))
         return
 
-    from .stories import load_texts
+    from .stories import DataUnavailable, load_texts
 
-    texts = load_texts(args.data, split="train", limit=args.max_stories)
+    if args.vocab_size < 257:
+        raise ValueError(f"--vocab-size must be at least 257 (256 bytes + <|endoftext|>), got {args.vocab_size}")
+    try:
+        texts = load_texts(args.data, split="train", limit=args.max_stories)
+    except DataUnavailable as err:
+        raise ValueError(str(err)) from None
+
     ranks = train_bpe(texts, args.vocab_size)
     name = f"{Path(str(args.data)).stem}-{args.vocab_size // 1024}k"
     out = Path(args.out) if args.out else TOKENIZER_DIR / f"{name}.tiktoken"

@@ -154,9 +154,9 @@ class GPT(nn.Module):
                              "add a batch dimension with idx[None] for a single sequence")
         if idx.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
             raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}")
-        T = idx.shape[1]
-        if T == 0:
-            raise ValueError("idx is empty: give at least one token")
+        B, T = idx.shape
+        if T == 0 or B == 0:
+            raise ValueError(f"idx of shape {tuple(idx.shape)} is empty: give at least one sequence of one token")
         start = kv_cache.pos if kv_cache is not None else 0
         context = self.config.max_position_embeddings
         if start + T > context:
@@ -166,14 +166,26 @@ class GPT(nn.Module):
         if kv_cache is not None and start + T > kv_cache.max_len:
             raise ValueError(f"the KV cache holds at most {kv_cache.max_len} positions; "
                              f"{start} cached + {T} new do not fit")
-        if not torch.compiler.is_compiling():
-            lo, hi = int(idx.min()), int(idx.max())
-            if lo < 0 or hi >= self.config.vocab_size:
-                raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got range "
-                                 f"[{lo}, {hi}]; does the tokenizer match the model's vocab_size?")
-        if targets is not None and targets.shape != idx.shape:
-            raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, "
-                             f"got {tuple(targets.shape)}")
+        if targets is not None:
+            if not isinstance(targets, torch.Tensor) or targets.shape != idx.shape:
+                got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got {got}")
+            if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+                raise ValueError(f"targets must hold integer token ids (or -100 to skip a position), "
+                                 f"got dtype {targets.dtype}")
+        if not torch.compiler.is_compiling():  # a check that reads values would break the compiled graph
+            self._check_ids("token ids", idx)
+            if targets is not None:
+                self._check_ids("targets", targets[targets != -100])
+
+    def _check_ids(self, what: str, ids: torch.Tensor) -> None:
+        if ids.numel() == 0:
+            return
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            skip = " (or -100 to skip a position)" if what == "targets" else ""
+            raise ValueError(f"{what} must lie in [0, {self.config.vocab_size}){skip}, got range [{lo}, {hi}]; "
+                             "does the tokenizer match the model's vocab_size?")
 
     # -- MoE introspection ----------------------------------------------------
     def moe_blocks(self) -> list[MLPBlock]:

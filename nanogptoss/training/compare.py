@@ -155,7 +155,7 @@ def ladder_specs(preset: str, seeds: list[int]) -> list[RunSpec]:
 COMPARE_DEFAULTS = dict(preset="auto", data="auto", max_steps=200, batch_size=16, warmup_steps=20,
                         eval_interval=50, eval_batches=10)
 # TrainConfig options that vary per run (model, overrides, seed) or belong to the runner
-PER_RUN = {"model", "preset", "data", "overrides", "seed", "out_dir", "log_dir", "resume", "ckpt_interval",
+PER_RUN = {"model", "preset", "data", "overrides", "seed", "out_dir", "resume", "ckpt_interval",
            "progress", "wandb"}
 GEN_TOKENS = 128  # greedy tokens timed per trained model
 
@@ -163,7 +163,7 @@ GEN_TOKENS = 128  # greedy tokens timed per trained model
 def run_options(spec: RunSpec, template: TrainConfig, out: Path) -> TrainConfig:
     """The TrainConfig of one row: the shared budget, the row's model, overrides and seed."""
     return template.replace(model=spec.model, overrides=dict(spec.overrides), seed=spec.seed,
-                            out_dir=str(out / "runs" / spec.name), log_dir=str(out / "logs"),
+                            out_dir=str(out / "runs" / spec.name),
                             ckpt_interval=template.max_steps, progress=False, resume=False, wandb=False)
 
 
@@ -197,7 +197,8 @@ def run_one(spec: RunSpec, template: TrainConfig, out: Path, env: dict | None = 
     run_dir = Path(cfg.out_dir)
     summary_path, options_path = run_dir / "summary.json", run_dir / "options.json"
     wanted = dataclasses.asdict(cfg)
-    done = summary_path.exists() and options_path.exists() and json.loads(options_path.read_text()) == wanted
+    done = (summary_path.exists() and options_path.exists() and json.loads(options_path.read_text()) == wanted
+            and json.loads(summary_path.read_text()).get("status") == "finished")
     if not done:
         if run_dir.exists():
             print(f"{spec.name}: {run_dir} holds a run with other settings or an unfinished one; training again",
@@ -211,7 +212,7 @@ def run_one(spec: RunSpec, template: TrainConfig, out: Path, env: dict | None = 
             raise RuntimeError(f"training {spec.label} (seed {spec.seed}) failed:\n{proc.stderr[-3000:]}")
     summary = json.loads(summary_path.read_text())
     ckpt = run_dir / "checkpoint.safetensors"
-    rows = read_metrics(Path(cfg.log_dir) / f"{spec.name}.jsonl")
+    rows = read_metrics(run_dir)
     train_tail = [r["loss"] for r in rows[-max(1, len(rows) // 10):]]
     device = "cuda" if summary["device"].startswith("cuda") else "cpu"
     return dict(label=spec.label, group=spec.group, model=spec.model, seed=spec.seed,
@@ -324,7 +325,7 @@ def plot_curves(results: list[dict], out: Path, path: Path, title: str, floor_bp
     for label in labels:
         color, ls = styles[label]
         for i, r in enumerate(x for x in results if x["label"] == label):
-            rows = read_metrics(out / "logs" / f"{r['name']}.jsonl")
+            rows = read_metrics(out / "runs" / r["name"])
             steps = [row["step"] for row in rows]
             k = max(1, len(rows) // 20)  # a running mean, so the seeds' noise does not hide the trend
             smooth = [statistics.fmean(row["loss"] for row in rows[max(0, j - k + 1):j + 1]) for j in range(len(rows))]

@@ -305,16 +305,21 @@ def evaluate(complete_fn: Callable[[str], str], prompts: Iterable[str], client: 
     "failed" (stories whose grading raised a JudgeError, when on_error="skip"; with the default "raise"
     the first such error stops the run).
     """
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts to evaluate")
+    return grade_stories(((p, complete_fn(p)) for p in prompts), client, progress, on_error, total=len(prompts))
+
+
+def grade_stories(pairs: Iterable[tuple[str, str]], client: JudgeClient, progress: bool = True,
+                  on_error: str = "raise", total: int | None = None) -> dict:
+    """Grade (prompt, completion) pairs, each on its own (two completions of one prompt are two stories)."""
     from tqdm.auto import tqdm
 
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("no prompts to evaluate")
     stories, failed = [], []
-    for prompt in tqdm(prompts, desc="judging", disable=not progress):
-        completion = complete_fn(prompt)
+    for prompt, completion in tqdm(pairs, desc="judging", disable=not progress, total=total):
         try:
             grades = client.grade(prompt, completion)
         except JudgeError as err:
@@ -323,6 +328,8 @@ def evaluate(complete_fn: Callable[[str], str], prompts: Iterable[str], client: 
             failed.append({"prompt": prompt, "completion": completion, "error": str(err)})
             continue
         stories.append({"prompt": prompt, "completion": completion, **asdict(grades)})
+    if not stories and not failed:
+        raise ValueError("no stories to grade")
     return {"n": len(stories), "scores": summarize(stories), "age_groups": dict(Counter(
             s["age_group"] for s in stories if s["age_group"])), "stories": stories, "failed": failed}
 
@@ -352,6 +359,8 @@ def format_summary(summary: dict) -> str:
 
 def read_prompts(path: str) -> list[str]:
     """One story beginning per non-empty line."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is not a file of story beginnings (one per line)")
     with open(path, encoding="utf-8") as f:
         prompts = [line.strip() for line in f if line.strip()]
     if not prompts:
@@ -361,6 +370,8 @@ def read_prompts(path: str) -> list[str]:
 
 def read_completions(path: str) -> list[dict]:
     """JSON lines, each an object with "prompt" and "completion" strings."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--completions {path}: no such file (give a .jsonl file of prompt/completion objects)")
     rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -408,27 +419,35 @@ def main(argv: list[str] | None = None, complete_fn: Callable[[str], str] | None
     """The CLI. A caller that can write completions (e.g. from a checkpoint) passes `complete_fn`,
     and may pass its own `parser` extended from `build_parser()` with its model options."""
     args = (parser or build_parser()).parse_args(argv)
-    prompts = read_prompts(args.prompts) if args.prompts else list(BEGINNINGS)
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"error: --limit must be at least 1, got {args.limit}")
+    try:
+        prompts = read_prompts(args.prompts) if args.prompts else list(BEGINNINGS)
+        rows = read_completions(args.completions) if args.completions else None
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
     if args.list_prompts:
         print("\n".join(prompts))
         return None
-    if args.completions:
-        rows = read_completions(args.completions)
-        written = {row["prompt"]: row["completion"] for row in rows}
-        prompts = [row["prompt"] for row in rows]
-        complete_fn = written.__getitem__
-    elif complete_fn is None:
+    if rows is None and complete_fn is None:
         raise SystemExit("nothing to grade: give --completions FILE (JSON lines of prompt and completion), or "
                          "run the evaluation from a trained model (it passes its own sampler to judge.main).")
+    if rows is not None:  # every row is a story of its own, duplicates of a prompt included
+        pairs = [(row["prompt"], row["completion"]) for row in rows]
+    else:
+        pairs = None
     if args.limit is not None:
-        prompts = prompts[:max(args.limit, 0)]
+        prompts, pairs = prompts[:args.limit], pairs and pairs[:args.limit]
     if args.show_prompt:
-        for message in grading_messages(prompts[0], complete_fn(prompts[0])):
+        prompt, completion = pairs[0] if pairs else (prompts[0], complete_fn(prompts[0]))
+        for message in grading_messages(prompt, completion):
             print(f"--- {message['role']} ---\n{message['content']}")
         return None
     try:
         client = JudgeClient(args.base_url, args.model, timeout=args.timeout)
-        summary = evaluate(complete_fn, prompts, client, on_error="skip" if args.skip_errors else "raise")
+        on_error = "skip" if args.skip_errors else "raise"
+        summary = (grade_stories(pairs, client, on_error=on_error, total=len(pairs)) if pairs is not None
+                   else evaluate(complete_fn, prompts, client, on_error=on_error))
     except JudgeError as err:
         raise SystemExit(f"judge: {err}") from None
     print(format_summary(summary))

@@ -37,6 +37,10 @@ def sample(ckpt: str, prompt: str = "Once upon a time", max_new_tokens: int = 20
            top_k: int | None = None, top_p: float | None = 0.95, num_samples: int = 1, seed: int = 0,
            device: str = "auto", stream=sys.stdout, stop_at_eot: bool = True) -> list[str]:
     """Sample `num_samples` continuations of `prompt`, streaming them to `stream`; returns the texts."""
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"--num-samples must be at least 1, got {num_samples!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be at least 1, got {max_new_tokens!r}")
     dev = pick_device(device)
     model, info = load_model(ckpt, device=dev)
     tokenizer = get_tokenizer(info.extra.get("tokenizer", "gpt2"))

@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..config import MODELS, PRESETS, GPTConfig, get_config
+from ..files import FolderInUse, FolderLock, remove_stale_temps, write_text
 from ..data.stories import DataUnavailable, TokenBatches, bits_per_byte, token_shards
 from ..data.tokenizer import TokenizerUnavailable, get_tokenizer
 from ..model.moe import Experts
@@ -74,8 +75,8 @@ class TrainConfig:
     eval_interval: int = opt(100, "steps between validation evaluations")
     eval_batches: int = opt(20, "validation batches per evaluation")
     ckpt_interval: int = opt(100, "steps between checkpoints (one at the end too)")
-    out_dir: str = opt(None, "run folder for the checkpoint and summary (default runs/<model>-<preset>)")
-    log_dir: str = opt("logs", "folder for the metrics file <run>.jsonl")
+    out_dir: str = opt(None, "run folder for the checkpoint, the metrics log and the summary "
+                             "(default runs/<model>-<preset>)")
     resume: bool = opt(False, "continue from the run folder's checkpoint")
     seed: int = opt(1337, "seed for weights and batches")
     device: str = opt("auto", "auto, cuda, mps or cpu")
@@ -88,13 +89,38 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.overrides = dict(self.overrides or {})
 
+    def run_dir(self) -> Path:
+        return Path(self.out_dir or f"runs/{self.model}-{self.preset}")
+
     def run_name(self) -> str:
-        return Path(self.out_dir).name if self.out_dir else f"{self.model}-{self.preset}"
+        return self.run_dir().resolve().name
 
     def validate(self) -> None:
+        flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
         for name in ("batch_size", "grad_accum", "max_steps", "eval_batches", "ckpt_interval", "eval_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{flag(name)} must be a whole number of at least 1, got {value!r}")
+        for name in ("warmup_steps",):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{flag(name)} must be a whole number >= 0, got {getattr(self, name)!r}")
+        if self.max_stories is not None and (not isinstance(self.max_stories, int) or self.max_stories < 1):
+            raise ValueError(f"--max-stories must be at least 1 (leave it out for all stories), got {self.max_stories!r}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{flag(name)} must be a finite number >= 0, got {value!r}")
+        if self.lr == 0:
+            raise ValueError("--lr must be positive")
+        if not (self.beta1 < 1 and self.beta2 < 1):
+            raise ValueError(f"--beta1 and --beta2 must be below 1, got {self.beta1} and {self.beta2}")
+        if self.run_dir().resolve() == Path.cwd().resolve() or not self.run_name():
+            raise ValueError(f"--out-dir {self.out_dir!r} is the current folder; name a folder of its own for the run, "
+                             "e.g. --out-dir runs/my-run")
+        for name in ("data_dir", "out_dir"):
+            value = getattr(self, name)
+            if value and Path(value).exists() and not Path(value).is_dir():
+                raise ValueError(f"{flag(name)} {value!r} is a file; give a folder")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"--batch-size {self.batch_size} must be divisible by --grad-accum {self.grad_accum}")
         if not 0 <= self.min_lr <= self.lr:
@@ -115,7 +141,16 @@ class TrainConfig:
 
 # Fields that may change between a run and its resumption without changing the numbers.
 RESUMABLE_CHANGES = {"max_steps", "eval_interval", "ckpt_interval", "resume", "device", "progress", "wandb",
-                     "compile", "log_dir", "data_dir", "out_dir"}
+                     "compile", "data_dir", "out_dir"}
+
+
+def comparable_settings(settings: dict) -> dict:
+    """The settings that must match for a resume, with local paths resolved (./x is x)."""
+    out = {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
+    data = out.get("data")
+    if isinstance(data, str) and data not in ("tinystories", "synthetic", "auto") and Path(data).exists():
+        out["data"] = str(Path(data).resolve())
+    return out
 
 
 # --------------------------------------------------------------------------- model config overrides
@@ -139,7 +174,8 @@ def _parse_value(name: str, raw: str, annotation: str):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError:
         allowed = " or none" if "None" in kinds else ""
-        raise ValueError(f"--set {name}={raw}: {name} takes a {kind}{allowed}") from None
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ValueError(f"--set {name}={raw}: {name} takes {article} {kind}{allowed}") from None
     return raw
 
 
@@ -252,12 +288,14 @@ def open_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> Checkpoint | None:
     if not cfg.resume:
         raise CheckpointError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out-dir")
     ckpt = Checkpoint(ckpt_path)
-    before = {k: v for k, v in ckpt.train_config.items() if k not in RESUMABLE_CHANGES}
-    now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    before, now = comparable_settings(ckpt.train_config), comparable_settings(dataclasses.asdict(cfg))
     if before != now:
-        diff = {k: (before.get(k), now.get(k)) for k in now if before.get(k) != now.get(k)}
+        diff = {k: (before.get(k), now.get(k)) for k in sorted(set(now) | set(before)) if before.get(k) != now.get(k)}
         raise CheckpointError(f"{ckpt_path} was trained with other settings (checkpoint, now): {diff}; "
                               "resume with the same settings, or start a new --out-dir")
+    if ckpt.step > cfg.max_steps:
+        raise CheckpointError(f"{ckpt_path} is at step {ckpt.step}, beyond --max-steps {cfg.max_steps}; resume with "
+                              f"--max-steps {ckpt.step} or more")
     return ckpt
 
 
@@ -337,25 +375,39 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-class MetricsLog:
-    """JSON lines, one per step; on resume the lines of steps after the checkpoint are dropped."""
+METRICS = "metrics.jsonl"  # the metrics log, in the run folder it belongs to
 
-    def __init__(self, path: Path, resume_step: int | None):
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The rows of a metrics log (a run folder or its metrics.jsonl). A last line cut short by a
+    kill mid-write is dropped; a broken line before it means the file was damaged otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if n == len(lines):
+                break  # torn by a kill during the write
+            raise ValueError(f"{path}:{n} is not a metrics row; the log is damaged (delete it to start a new one)") from None
+    return rows
+
+
+class MetricsLog:
+    """JSON lines, one per step; on resume the log is rewritten (atomically) with the rows up to the
+    checkpoint's step, so a resumed run's log reads like an uninterrupted one's."""
+
+    def __init__(self, path: Path, resume_step: int):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = []
-        if resume_step is not None and path.exists():
-            rows = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-        path.write_text("".join(r + "\n" for r in rows))
+        rows = [r for r in read_metrics(path) if r.get("step", 0) <= resume_step] if path.exists() else []
+        write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def write(self, row: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 class Logger:
@@ -365,7 +417,7 @@ class Logger:
         from tqdm.auto import tqdm
 
         main = run.main_process
-        self.log = MetricsLog(Path(cfg.log_dir) / f"{cfg.run_name()}.jsonl", start_step) if main else None
+        self.log = MetricsLog(cfg.run_dir() / METRICS, start_step) if main else None
         self.callback = callback if main else None
         self.wandb = None
         if cfg.wandb and main:
@@ -398,6 +450,20 @@ class Logger:
 
 # --------------------------------------------------------------------------- the loop
 
+def perplexity(loss: float) -> float:
+    return float("nan") if loss != loss else math.exp(loss) if loss < 700 else math.inf
+
+
+def diverged_loss(loss: float, vocab_size: int) -> bool:
+    """A loss that is not a number, or far worse than guessing uniformly (ln V nats/token): no
+    healthy run gets there, even at its first step, so the run has blown up."""
+    return not math.isfinite(loss) or loss > 4 * math.log(vocab_size)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number."""
+
+
 def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> dict:
     """Train as `cfg` says; returns the run's summary (also written to <out_dir>/summary.json).
 
@@ -405,9 +471,25 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
     """
     cfg.validate()
     run = setup(cfg)
-    out_dir = Path(cfg.out_dir or f"runs/{cfg.run_name()}")
+    out_dir = cfg.run_dir()
+    lock = FolderLock(out_dir).acquire() if run.main_process else None
+    try:
+        return _train(cfg, run, out_dir, callback)
+    finally:
+        if lock:
+            lock.release()
+        if run.distributed:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, run: Run, out_dir: Path, callback) -> dict:
     ckpt_path = out_dir / "checkpoint.safetensors"
+    if run.main_process:
+        remove_stale_temps(out_dir)  # a writer killed mid-checkpoint left its temporary file
     ckpt = open_checkpoint(cfg, ckpt_path)
+    if ckpt is not None and ckpt.step == cfg.max_steps and (out_dir / "summary.json").exists():
+        print(f"{out_dir} finished at step {ckpt.step} already; nothing to do (raise --max-steps to train on)")
+        return json.loads((out_dir / "summary.json").read_text())
     torch.manual_seed(cfg.seed)
 
     tok_name = tokenizer_name(cfg)
@@ -425,13 +507,24 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
     val_batches = TokenBatches(val_tokens, seq_len, cfg.batch_size // cfg.grad_accum, cfg.seed + 1, run.rank, run.world)
     log = Logger(cfg, run, start_step, callback)
 
+    def save(step: int) -> None:
+        if run.main_process:
+            save_checkpoint(ckpt_path, model, optimizer, scaler, step, dataclasses.asdict(cfg),
+                            extra={"tokenizer": tok_name, "val_loss": log.val_loss})
+
     tokens_per_step = cfg.batch_size * seq_len
-    rates, t_start = [], time.perf_counter()
+    rates, t_start, diverged = [], time.perf_counter(), None
     model.train()
     for step in range(start_step, cfg.max_steps):
         t0 = time.perf_counter()
         row = train_step(step, cfg, run, train_model, model, optimizer, scaler, batches)
         row["tokens_per_s"] = tokens_per_step / (time.perf_counter() - t0)
+        if diverged_loss(row["loss"], tokenizer.n_vocab):
+            last_good = Checkpoint(ckpt_path).step if ckpt_path.exists() else None
+            kept = f"the last good checkpoint (step {last_good}) is kept" if last_good else "no checkpoint was written"
+            diverged = (f"training diverged: the loss is {row['loss']:.4g} at step {step + 1} (lr {row['lr']:.3g}); "
+                        f"{kept}. Lower --lr, raise --warmup-steps, or keep --grad-clip on")
+            break
         if step > start_step:  # the first step pays for warm-up and compilation
             rates.append(row["tokens_per_s"])
         last = step + 1 == cfg.max_steps
@@ -439,17 +532,17 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
             val_loss = evaluate(model, val_batches, cfg.eval_batches, run)
             row.update(val_loss=val_loss, val_bpb=bits_per_byte(val_loss, val_header))
         log(row)
-        if run.main_process and ((step + 1) % cfg.ckpt_interval == 0 or last):
-            save_checkpoint(ckpt_path, model, optimizer, scaler, step + 1, dataclasses.asdict(cfg),
-                            extra={"tokenizer": tok_name, "val_loss": log.val_loss})
+        if (step + 1) % cfg.ckpt_interval == 0 or last:
+            save(step + 1)
     log.close()
 
     val_loss = log.val_loss
     counts = count_parameters(model.config)
     summary = {
         "run": cfg.run_name(), "model": cfg.model, "preset": cfg.preset, "tokenizer": tok_name,
-        "steps": cfg.max_steps, "val_loss": val_loss, "val_bpb": bits_per_byte(val_loss, val_header),
-        "val_ppl": math.exp(val_loss) if val_loss == val_loss else float("nan"),
+        "status": "diverged" if diverged else "finished", "steps": cfg.max_steps,
+        "val_loss": val_loss, "val_bpb": bits_per_byte(val_loss, val_header),
+        "val_ppl": perplexity(val_loss),
         "params_total": counts.total, "params_active": counts.active,
         "train_tokens_per_s": sum(rates) / len(rates) if rates else float("nan"),
         "peak_memory_mb": peak_memory_mb(run.device), "device": str(run.device),
@@ -458,10 +551,12 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
         "checkpoint_mb": ckpt_path.stat().st_size / 2 ** 20 if ckpt_path.exists() else float("nan"),
         "model_config": dataclasses.asdict(model.config),
     }
+    if diverged:
+        summary["error"] = diverged
     if run.main_process:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    if run.distributed:
-        dist.destroy_process_group()
+        write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    if diverged:
+        raise TrainingDiverged(diverged)
     return summary
 
 
@@ -518,7 +613,8 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             cfg = options_from_args(args)
         summary = train(cfg)
-    except (ValueError, CheckpointError, DataUnavailable, TokenizerUnavailable) as err:
+    except (ValueError, CheckpointError, DataUnavailable, TokenizerUnavailable, FolderInUse,
+            TrainingDiverged) as err:
         raise SystemExit(f"error: {err}") from None
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{summary['run']}: val loss {summary['val_loss']:.4f} nats/token, {summary['val_bpb']:.4f} bits/byte, "

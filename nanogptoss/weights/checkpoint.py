@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..config import GPTConfig
+from ..files import atomic_path
 from ..model.transformer import GPT
 
 FORMAT = "nanogptoss-checkpoint-1"
@@ -65,11 +66,8 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, scaler=None,
     tensors["rng/torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng/cuda"] = torch.cuda.get_rng_state()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
@@ -91,15 +89,25 @@ class Checkpoint:
         if self.meta.get("format") != FORMAT:
             raise CheckpointError(f"{self.path} is not a nanogptoss training checkpoint "
                                   f"(format {self.meta.get('format')!r}, expected {FORMAT!r})")
-        self.step = int(self.meta["step"])
-        fields = json.loads(self.meta["model_config"])
+        try:
+            self.step = int(self.meta["step"])
+            fields = json.loads(self.meta["model_config"])
+            self.train_config = json.loads(self.meta.get("train_config", "{}"))
+            self.extra = json.loads(self.meta.get("extra", "{}"))
+            if not isinstance(fields, dict) or self.step < 0:
+                raise ValueError("model_config is no object" if not isinstance(fields, dict) else "negative step")
+        except (KeyError, ValueError) as err:
+            what = f"no {err}" if isinstance(err, KeyError) else str(err)
+            raise CheckpointError(f"{self.path}: its metadata is damaged ({what}); it cannot be resumed or loaded. "
+                                  "Delete it to start over, or point --out-dir at another run.") from None
         unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(GPTConfig)})
         if unknown:
             raise CheckpointError(f"{self.path}: its model config has fields this version of nanogptoss does not "
                                   f"know ({', '.join(unknown[:4])}): it was written by another version")
-        self.model_config = GPTConfig(**fields)
-        self.train_config = json.loads(self.meta.get("train_config", "{}"))
-        self.extra = json.loads(self.meta.get("extra", "{}"))
+        try:
+            self.model_config = GPTConfig(**fields)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{self.path}: its model config is not valid ({err})") from None
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k.removeprefix("model/"): v for k, v in self.tensors.items() if k.startswith("model/")}

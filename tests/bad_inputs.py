@@ -1,0 +1,293 @@
+"""Every bad input we know of, and the one line the library answers it with.
+
+tests/test_bad_inputs.py runs each case and checks that the answer is one clear line (a
+ValueError-like error or a command's exit message, never a traceback) that says what it must.
+`python tests/bad_inputs.py --write` regenerates the table in book/reliability.md from the
+same cases; the test checks that the committed table is the one the cases give.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "book" / "reliability.md"
+TABLE_START, TABLE_END = "<!-- bad-inputs:start -->", "<!-- bad-inputs:end -->"
+
+
+@dataclass
+class Case:
+    area: str
+    what: str  # the input, as a user would type or call it
+    run: Callable[[Path], None]  # does the bad thing inside a scratch folder
+    expect: str  # a regular expression the answer must contain
+
+
+def cli(module: str, *argv: str) -> Callable[[Path], None]:
+    """A command called in-process as `python -m nanogptoss ...` would call it."""
+    def run(tmp: Path) -> None:
+        import importlib
+
+        from nanogptoss.__main__ import COMMANDS
+
+        main = importlib.import_module(COMMANDS[module][0]).main
+        with _chdir(tmp):
+            main([a.replace("{tmp}", str(tmp)) for a in argv])
+    return run
+
+
+@contextlib.contextmanager
+def _chdir(path: Path):
+    import os
+
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _tiny_model():
+    import torch
+
+    from nanogptoss import GPTOSS, GPTOSSConfig
+
+    torch.manual_seed(0)
+    return GPTOSS(GPTOSSConfig(vocab_size=97, max_position_embeddings=32, num_hidden_layers=2, hidden_size=32,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_experts=4,
+                               experts_per_token=2, intermediate_size=16, sliding_window=8))
+
+
+def _ids(*shape, high=97):
+    import torch
+
+    return torch.randint(0, high, shape)
+
+
+def _generate(**kwargs):
+    def run(tmp):
+        from nanogptoss import generate
+
+        generate(_tiny_model(), _ids(1, 4), **{"max_new_tokens": 3, **kwargs})
+    return run
+
+
+def _forward(idx_fn, targets_fn=None):
+    def run(tmp):
+        _tiny_model()(idx_fn(), targets=targets_fn() if targets_fn else None)
+    return run
+
+
+def _config(**fields):
+    def run(tmp):
+        from nanogptoss import GPTConfig
+
+        GPTConfig(**fields)
+    return run
+
+
+def _checkpoint(edit: Callable[[dict], None]):
+    """A training checkpoint whose header metadata `edit` damages, then opened."""
+    def run(tmp):
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        from nanogptoss.weights.checkpoint import Checkpoint, save_checkpoint
+
+        path = save_checkpoint(tmp / "ckpt.safetensors", _tiny_model(), step=3)
+        with safe_open(str(path), framework="pt") as f:
+            meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+        edit(meta)
+        save_file(tensors, str(path), metadata=meta)
+        Checkpoint(path)
+    return run
+
+
+def _write(name: str, data: bytes | str):
+    def make(tmp: Path) -> Path:
+        path = tmp / name
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return path
+    return make
+
+
+def _with_files(*makers, then: Callable[[Path], None]) -> Callable[[Path], None]:
+    def run(tmp):
+        for make in makers:
+            make(tmp)
+        then(tmp)
+    return run
+
+
+STORY = "Once upon a time, a fox found a red hat. It was happy."
+TRAIN = ("train", "--preset", "cpu-tiny", "--data", "synthetic", "--max-stories", "200", "--batch-size", "4",
+         "--max-steps", "2", "--eval-batches", "1", "--no-progress", "--out-dir", "{tmp}/run", "--data-dir", "{tmp}/d")
+
+
+def train_with(*extra: str, data: str | None = None) -> Callable[[Path], None]:
+    argv = list(TRAIN[1:]) + list(extra)
+    if data is not None:
+        argv[argv.index("--data") + 1] = data
+    return cli("train", *argv)
+
+
+def _resume_below_checkpoint(tmp):
+    cli("train", *TRAIN[1:])(tmp)
+    cli("train", *TRAIN[1:], "--resume", "--max-steps", "1")(tmp)
+
+
+CASES: list[Case] = [
+    # the model config
+    Case("config", "GPTConfig(norm_eps=float('nan'))", _config(norm_eps=math.nan), "norm_eps must be a finite number"),
+    Case("config", "GPTConfig(norm_eps='1e-5')", _config(norm_eps="1e-5"), "norm_eps must be a finite number"),
+    Case("config", "GPTConfig(initializer_range=float('nan'))", _config(initializer_range=math.nan),
+         "initializer_range must be a finite number"),
+    Case("config", "GPTConfig(attn_sinks='no')", _config(attn_sinks="no"), "attn_sinks must be True or False"),
+    Case("config", "GPTConfig(num_attention_heads=5)", _config(num_attention_heads=5),
+         "not divisible by num_attention_heads"),
+    Case("config", "GPTConfig(layer_types=('sliding',) * 12)", _config(layer_types=("sliding",) * 12),
+         "layer_types must list 12 entries"),
+    # the model's forward pass and generation
+    Case("model", "model(ids) with ids of shape (0, 5)", _forward(lambda: _ids(0, 5)), r"shape \(0, 5\) is empty"),
+    Case("model", "model(ids, targets) with a target id of 97 for vocab_size 97",
+         _forward(lambda: _ids(2, 5), lambda: _ids(2, 5).index_fill(1, _ids(1, high=5)[0:1], 97)),
+         r"targets must lie in \[0, 97\)"),
+    Case("model", "model(ids, targets) with float targets", _forward(lambda: _ids(2, 5), lambda: _ids(2, 5).float()),
+         "targets must hold integer token ids"),
+    Case("model", "model(ids) with 40 tokens and a 32-token context", _forward(lambda: _ids(1, 40)),
+         "exceeds the context"),
+    Case("generate", "generate(model, ids, max_new_tokens=0, top_k=-1)", _generate(max_new_tokens=0, top_k=-1),
+         "top_k must be a whole number >= 1"),
+    Case("generate", "generate(model, ids, 3, temperature=float('nan'))", _generate(temperature=math.nan),
+         "temperature must be a number >= 0"),
+    Case("generate", "generate(model, ids, 3, temperature='0.8')", _generate(temperature="0.8"),
+         "temperature must be a number >= 0"),
+    Case("generate", "generate(model, ids, max_new_tokens=2.5)", _generate(max_new_tokens=2.5),
+         "max_new_tokens must be a whole number"),
+    # training checkpoints
+    Case("checkpoint", "a checkpoint whose metadata has no step", _checkpoint(lambda m: m.pop("step")),
+         "metadata is damaged"),
+    Case("checkpoint", "a checkpoint whose model config is not JSON",
+         _checkpoint(lambda m: m.update(model_config="{not json")), "metadata is damaged"),
+    Case("checkpoint", "a checkpoint whose model config has an unknown field",
+         _checkpoint(lambda m: m.update(model_config=json.dumps({**json.loads(m["model_config"]), "n_layer": 2}))),
+         "fields this version of nanogptoss does not know"),
+    # python -m nanogptoss train
+    Case("train", "train --set foo=1", train_with("--set", "foo=1"), "'foo' is not a model config field"),
+    Case("train", "train --set num_hidden_layers=two", train_with("--set", "num_hidden_layers=two"),
+         "num_hidden_layers takes an int"),
+    Case("train", "train --set vocab_size=100", train_with("--set", "vocab_size=100"), "vocab_size follows the tokenizer"),
+    Case("train", "train --device foo", train_with("--device", "foo"), "--device must be one of"),
+    Case("train", "train --dtype foo", train_with("--dtype", "foo"), "invalid choice: 'foo'"),
+    Case("train", "train --max-stories 0", train_with("--max-stories", "0"), "--max-stories must be at least 1"),
+    Case("train", "train --max-stories -5", train_with("--max-stories", "-5"), "--max-stories must be at least 1"),
+    Case("train", "train --warmup-steps -10", train_with("--warmup-steps", "-10"), "--warmup-steps must be a whole number >= 0"),
+    Case("train", "train --grad-clip -1", train_with("--grad-clip", "-1"), "--grad-clip must be a finite number >= 0"),
+    Case("train", "train --lr inf", train_with("--lr", "inf"), "--lr must be a finite number"),
+    Case("train", "train --out-dir .", train_with("--out-dir", "."), "is the current folder"),
+    Case("train", "train --data-dir FILE", _with_files(_write("afile", "x"), then=train_with("--data-dir", "afile")),
+         "--data-dir 'afile' is a file"),
+    Case("train", "train --data missing.txt", train_with(data="missing.txt"), "missing.txt does not exist"),
+    Case("train", "train --data empty.txt", _with_files(_write("empty.txt", ""), then=train_with(data="empty.txt")),
+         "empty.txt holds no stories"),
+    Case("train", "train --data one.txt (no <|endoftext|> separators)",
+         _with_files(_write("one.txt", STORY * 50), then=train_with(data="one.txt")),
+         r"one.txt holds a single story: stories must be separated by <\|endoftext\|>"),
+    Case("train", "train --data binary.txt", _with_files(_write("binary.txt", b"\xff\xfe\x00\x81" * 64),
+                                                          then=train_with(data="binary.txt")), "is not UTF-8 text"),
+    Case("train", "train --data broken.jsonl (line 2 cut short)",
+         _with_files(_write("broken.jsonl", json.dumps({"text": STORY}) + '\n{"text": "Once'),
+                     then=train_with(data="broken.jsonl")), r"broken.jsonl:2 is not valid JSON"),
+    Case("train", "train --data list.json (a JSON list of ints)",
+         _with_files(_write("list.json", "[1, 2, 3]"), then=train_with(data="list.json")), "record 1 is not a story but 1"),
+    Case("train", "train --resume --max-steps 1 on a step-2 checkpoint", _resume_below_checkpoint,
+         "is at step 2, beyond --max-steps 1"),
+    # python -m nanogptoss sample
+    Case("sample", "sample --ckpt missing.safetensors", cli("sample", "--ckpt", "missing.safetensors"),
+         "no checkpoint at missing.safetensors"),
+    Case("sample", "sample --num-samples 0", cli("sample", "--ckpt", "x", "--num-samples", "0"),
+         "--num-samples must be at least 1"),
+    # python -m nanogptoss judge
+    Case("judge", "judge --completions missing.jsonl", cli("judge", "--completions", "missing.jsonl"), "no such file"),
+    Case("judge", "judge --completions notjson.jsonl",
+         _with_files(_write("notjson.jsonl", "hello\n"), then=cli("judge", "--completions", "notjson.jsonl")),
+         "notjson.jsonl:1 is not valid JSON"),
+    Case("judge", "judge --limit 0", cli("judge", "--limit", "0"), "--limit must be at least 1"),
+    Case("judge", "judge --prompts blank.txt", _with_files(_write("blank.txt", "\n  \n"),
+                                                          then=cli("judge", "--prompts", "blank.txt")), "has no prompts"),
+    # python -m nanogptoss tokenizer
+    Case("tokenizer", "tokenizer show --tokenizer bogus", cli("tokenizer", "show", "--tokenizer", "bogus"),
+         "unknown tokenizer 'bogus'"),
+    Case("tokenizer", "tokenizer show --tokenizer bad.tiktoken (not base64)",
+         _with_files(_write("bad.tiktoken", "hello world\n"), then=cli("tokenizer", "show", "--tokenizer",
+                                                                        "bad.tiktoken")),
+         r"bad.tiktoken:1 is not a 'base64-token rank' line"),
+    Case("tokenizer", "tokenizer train --vocab-size 100", cli("tokenizer", "train", "--vocab-size", "100"),
+         "--vocab-size must be at least 257"),
+    Case("tokenizer", "tokenizer train --data missing.txt", cli("tokenizer", "train", "--data", "missing.txt"),
+         "missing.txt does not exist"),
+    # python -m nanogptoss compare
+    Case("compare", "compare grid --heads 3", cli("compare", "grid", "--heads", "3", "--out", "{tmp}/c"),
+         "not divisible by 3 heads"),
+]
+
+
+def answer(case: Case) -> str:
+    """What the user is told: the error's one line. Raises AssertionError if the input is accepted
+    or answered with anything but a clear error."""
+    from nanogptoss.data.stories import DataUnavailable
+    from nanogptoss.data.tokenizer import TokenizerUnavailable
+    from nanogptoss.weights.checkpoint import CheckpointError
+
+    clear = (ValueError, CheckpointError, DataUnavailable, TokenizerUnavailable)
+    with tempfile.TemporaryDirectory() as tmp:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                case.run(Path(tmp))
+        except SystemExit as exit_:
+            if exit_.code in (0, None):
+                raise AssertionError(f"{case.what}: accepted (exit 0)") from None
+            message = exit_.code if isinstance(exit_.code, str) else err.getvalue().strip().splitlines()[-1]
+        except clear as exc:
+            message = str(exc)
+        else:
+            raise AssertionError(f"{case.what}: accepted without an error")
+        return message.replace(tmp, "<tmp>")
+
+
+def table(answers: dict[str, str]) -> str:
+    rows = ["| where | bad input | what the library says |", "|---|---|---|"]
+    for case in CASES:
+        text = answers[case.what].replace("|", "\\|").replace("\n", " ")
+        rows.append(f"| {case.area} | `{case.what.replace('|', chr(92) + '|')}` | {text} |")
+    return "\n".join(rows)
+
+
+def write_page(answers: dict[str, str]) -> None:
+    page = PAGE.read_text()
+    start, end = page.index(TABLE_START) + len(TABLE_START), page.index(TABLE_END)
+    PAGE.write_text(page[:start] + "\n" + table(answers) + "\n" + page[end:])
+
+
+def committed_table() -> str:
+    page = PAGE.read_text()
+    return page[page.index(TABLE_START) + len(TABLE_START):page.index(TABLE_END)].strip()
+
+
+if __name__ == "__main__":
+    if "--write" not in sys.argv:
+        raise SystemExit("usage: python tests/bad_inputs.py --write   (regenerates the table in book/reliability.md)")
+    sys.path.insert(0, str(ROOT))
+    write_page({case.what: answer(case) for case in CASES})
+    print(f"wrote {len(CASES)} cases to {PAGE}")
