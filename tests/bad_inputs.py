@@ -131,7 +131,7 @@ def _with_files(*makers, then: Callable[[Path], None]) -> Callable[[Path], None]
 
 STORY = "Once upon a time, a fox found a red hat. It was happy."
 TRAIN = ("train", "--preset", "cpu-tiny", "--data", "synthetic", "--max-stories", "200", "--batch-size", "4",
-         "--max-steps", "2", "--eval-batches", "1", "--no-progress", "--out-dir", "{tmp}/run", "--data-dir", "{tmp}/d")
+         "--max-steps", "2", "--eval-tokens", "256", "--no-progress", "--out-dir", "{tmp}/run", "--data-dir", "{tmp}/d")
 
 
 def train_with(*extra: str, data: str | None = None) -> Callable[[Path], None]:

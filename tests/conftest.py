@@ -53,7 +53,7 @@ def stories(tmp_path_factory):
 
 def config(tmp, stories, name, **kw):
     base = dict(data=str(stories), overrides=dict(TINY), batch_size=4, max_steps=12, warmup_steps=3,
-                eval_interval=6, eval_batches=2, ckpt_interval=4, out_dir=str(tmp / "runs" / name),
+                eval_interval=6, eval_tokens=256, ckpt_interval=4, out_dir=str(tmp / "runs" / name),
                 data_dir=str(tmp / "data"), progress=False)
     base.update(kw)
     return TrainConfig(**base)
@@ -62,7 +62,7 @@ def config(tmp, stories, name, **kw):
 def cli_args(cfg: TrainConfig) -> list[str]:
     args = ["--data", cfg.data, "--batch-size", str(cfg.batch_size), "--max-steps", str(cfg.max_steps),
             "--warmup-steps", str(cfg.warmup_steps), "--eval-interval", str(cfg.eval_interval),
-            "--eval-batches", str(cfg.eval_batches), "--ckpt-interval", str(cfg.ckpt_interval),
+            "--eval-tokens", str(cfg.eval_tokens), "--ckpt-interval", str(cfg.ckpt_interval),
             "--out-dir", cfg.out_dir, "--data-dir", cfg.data_dir, "--no-progress",
             "--grad-accum", str(cfg.grad_accum)]
     for name, value in cfg.overrides.items():

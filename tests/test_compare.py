@@ -58,7 +58,7 @@ def test_summary_averages_seeds_and_reports_spread():
 
 def test_tiny_comparison_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    budget = TrainConfig(data="synthetic", max_steps=4, batch_size=4, eval_interval=2, eval_batches=2,
+    budget = TrainConfig(data="synthetic", max_steps=4, batch_size=4, eval_interval=2, eval_tokens=512,
                          max_stories=300, warmup_steps=1, device="cpu")
     specs = [RunSpec("GPT-2", "gpt2", dict(num_hidden_layers=1), seed=0, group="x"),
              RunSpec("GPT-OSS", "gptoss", dict(num_hidden_layers=1), seed=0, group="x")]

@@ -1,4 +1,5 @@
 import importlib.util
+import os
 import json
 import math
 import time
@@ -131,3 +132,30 @@ def test_auto_source_uses_tinystories_when_it_can_be_had_else_says_it_falls_back
     (local / "valid.txt").write_text("A dog ran.<|endoftext|>It was happy.")
     monkeypatch.setenv("NANOGPTOSS_DATA", str(local))
     assert pick_source("auto") == "tinystories"
+
+
+def genuine_or_synthetic():
+    """The genuine TinyStories sample where NANOGPTOSS_DATA names it (CI), else the synthetic stories."""
+    return ("tinystories", os.environ["NANOGPTOSS_DATA"]) if os.environ.get("NANOGPTOSS_DATA") else ("synthetic", None)
+
+
+def test_the_validation_split_is_the_valid_file_never_a_slice_of_train():
+    source, folder = genuine_or_synthetic()
+    train, valid = load_texts(source, "train"), load_texts(source, "validation")
+    assert train and valid and not set(train) & set(valid)
+    if folder:  # the folder's own files, story for story
+        from pathlib import Path
+
+        files = {p.name: p for p in Path(folder).iterdir()}
+        valid_file = next(p for name, p in files.items() if "valid" in name)
+        train_file = next(p for name, p in files.items() if "train" in name)
+        assert valid == [s.strip() for s in valid_file.read_text().split("<|endoftext|>") if s.strip()]
+        assert train == [s.strip() for s in train_file.read_text().split("<|endoftext|>") if s.strip()]
+
+
+def test_limits_take_the_first_stories_and_refuse_nonsense():
+    source, _ = genuine_or_synthetic()
+    assert load_texts(source, "validation", limit=7) == load_texts(source, "validation")[:7]
+    for bad in (0, -5, 2.5):
+        with pytest.raises(ValueError, match="positive integer"):
+            load_texts(source, "validation", limit=bad)

@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import pytest
 import tiktoken
 
@@ -61,3 +64,47 @@ def test_bad_names_and_files_say_what_to_do(tmp_path):
         load_ranks(bad)
     with pytest.raises(ValueError, match="at least 257"):
         train_bpe(TEXTS, vocab_size=100)
+
+
+def test_bpe_training_is_deterministic_on_a_slice():
+    from nanogptoss.data.stories import load_texts
+
+    source = "tinystories" if os.environ.get("NANOGPTOSS_DATA") else "synthetic"
+    texts = load_texts(source, "train", limit=300)
+    first, again = train_bpe(texts, 600, progress=False), train_bpe(list(texts), 600, progress=False)
+    assert first == again and len(first) == 599
+
+
+def test_the_shipped_bpes_load_say_how_they_were_made_and_compress_tinystories_best():
+    import hashlib
+    import json
+
+    from nanogptoss.data.stories import load_texts
+    from nanogptoss.data.tokenizer import TOKENIZER_DIR, bytes_per_token, default_tokenizer
+
+    for name, vocab in (("tinystories-4k", 4096), ("tinystories-8k", 8192)):
+        enc = get_tokenizer(name)
+        assert enc.n_vocab == vocab and enc.eot_token == vocab - 1 and default_tokenizer(vocab) == name
+        made = json.loads((TOKENIZER_DIR / f"{name}.json").read_text())
+        assert made["vocab_size"] == vocab and "tokenizer train" in made["command"]
+        if os.environ.get("NANOGPTOSS_DATA"):  # the data it says it was made from is the data here
+            train_file = next(p for p in Path(os.environ["NANOGPTOSS_DATA"]).iterdir() if "train" in p.name)
+            assert made["files"][0]["sha256"] == hashlib.sha256(train_file.read_bytes()).hexdigest()
+    source = "tinystories" if os.environ.get("NANOGPTOSS_DATA") else "synthetic"
+    stories = load_texts(source, "validation", limit=500)
+    ratio = {n: (lambda b, t: b / t)(*bytes_per_token(get_tokenizer(n), stories))
+             for n in ("tinystories-4k", "gpt2-4k", "tinystories-8k", "gpt2-8k")}
+    assert ratio["tinystories-4k"] > ratio["gpt2-4k"] and ratio["tinystories-8k"] > ratio["gpt2-8k"], ratio
+    assert get_tokenizer(default_tokenizer(50257)).n_vocab == 50257
+
+
+def test_retraining_the_shipped_4k_bpe_gives_the_same_file(tmp_path):
+    """The shipped file is what its command makes (with the genuine sample at hand)."""
+    from nanogptoss.data.tokenizer import TOKENIZER_DIR, main
+
+    if not os.environ.get("NANOGPTOSS_DATA"):
+        # without the sample the command cannot run; the file still loads (checked above)
+        assert (TOKENIZER_DIR / "tinystories-4k.tiktoken").stat().st_size > 0
+        return
+    main(["train", "--data", "tinystories", "--vocab-size", "4096", "--out", str(tmp_path / "again.tiktoken")])
+    assert (tmp_path / "again.tiktoken").read_bytes() == (TOKENIZER_DIR / "tinystories-4k.tiktoken").read_bytes()

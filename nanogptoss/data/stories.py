@@ -209,6 +209,18 @@ def pick_source(source: str = "auto") -> str:
         return "synthetic"
 
 
+def describe_source(source: str) -> str:
+    """Where the stories of a source come from, in words for a table's caption."""
+    if source == "synthetic":
+        return "the synthetic stories of nanogptoss.data.synthetic (not TinyStories)"
+    if source == "tinystories":
+        local = os.environ.get("NANOGPTOSS_DATA")
+        if not local:
+            return f"TinyStories from the Hugging Face hub ({HUB_NAME})"
+        return f"TinyStories, the local copy in {Path(local).name}/ ({', '.join(f.name for f in local_files(local))})"
+    return f"the stories in {source}"
+
+
 # --------------------------------------------------------------------------- token shards
 
 # A shard is named after its source's identity (where the stories come from) and keyed on its
@@ -367,6 +379,39 @@ class TokenBatches:
         if torch.device(device).type == "cuda":
             return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
         return x.to(device), y.to(device)
+
+
+class ValidationSet:
+    """A fixed prefix of the validation tokens, cut into consecutive windows: every evaluation of
+    every model that shares the tokenizer and context scores exactly these targets.
+
+    Window i holds tokens [i·L, (i+1)·L] (inputs the first L, targets the last L), so the targets
+    are `n_tokens` consecutive tokens of the split. Their UTF-8 bytes are counted exactly (the
+    <|endoftext|> separator as one byte), which turns a loss into bits per byte of that text.
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, n_tokens: int, tokenizer):
+        windows = min(n_tokens, len(tokens) - 1) // seq_len
+        if windows < 1:
+            raise DataUnavailable(f"the validation split has {len(tokens)} tokens, fewer than one window of "
+                                  f"{seq_len + 1}; use more validation stories or a shorter context")
+        self.seq_len, self.windows = seq_len, windows
+        self.tokens = np.asarray(tokens[:windows * seq_len + 1], dtype=np.int64)
+        self.n_tokens = windows * seq_len
+        lengths = np.array([1 if i == tokenizer.eot_token else len(tokenizer.decode_single_token_bytes(i))
+                            for i in range(tokenizer.n_vocab)])
+        self.n_bytes = int(lengths[self.tokens[1:]].sum())
+
+    def batches(self, batch_size: int, rank: int = 0, world: int = 1, device="cpu"):
+        """(x, y) batches of this process's share of the windows (window w goes to rank w % world)."""
+        mine = list(range(rank, self.windows, world))
+        for i in range(0, len(mine), batch_size):
+            rows = np.stack([self.tokens[w * self.seq_len:(w + 1) * self.seq_len + 1] for w in mine[i:i + batch_size]])
+            xy = torch.from_numpy(rows).to(device)
+            yield xy[:, :-1], xy[:, 1:]
+
+    def bits_per_byte(self, loss_nats_per_token: float) -> float:
+        return loss_nats_per_token * self.n_tokens / self.n_bytes / math.log(2)
 
 
 def bits_per_byte(loss_nats_per_token: float, header: dict) -> float:

@@ -6,15 +6,18 @@ work and the training code, the book and the sampler all share one interface
 
 Why a small BPE at all: on two CPU cores the 50,257-row output layer of GPT-2's
 vocabulary costs several times more than the rest of a tiny model, so CPU
-presets use 4,096 tokens. Two small ones are available:
+presets use 4,096 tokens. Small ones come two ways:
 
-- "gpt2-4k": the first 4,095 merges of GPT-2's own BPE plus <|endoftext|>. Any
-  prefix of a BPE merge list is itself a valid BPE, so this needs no training
+- "gpt2-4k" / "gpt2-8k": the first merges of GPT-2's own BPE plus <|endoftext|>.
+  Any prefix of a BPE merge list is itself a valid BPE, so this needs no training
   data and tokenizes any English text sensibly.
-- a BPE trained on your corpus by `python -m nanogptoss tokenizer train`, saved
-  in tiktoken's mergeable-ranks format (one "base64(token) rank" line per
-  token) and loaded by giving its path (or a name of a file in
-  `nanogptoss/tokenizers/`).
+- "tinystories-4k" / "tinystories-8k": byte-level BPEs trained by this project on
+  the TinyStories training sample with `python -m nanogptoss tokenizer train`,
+  shipped in `nanogptoss/data/tokenizers/` in tiktoken's mergeable-ranks format
+  (one "base64(token) rank" line per token) with a JSON file beside each saying
+  how it was made. On TinyStories they compress better than GPT-2's prefixes of
+  the same size (`python -m nanogptoss tokenizer measure`), so the small presets
+  use them (`default_tokenizer`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import heapq
+import json
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -91,8 +95,18 @@ def encoding_from_ranks(ranks: dict[bytes, int], name: str) -> tiktoken.Encoding
                              special_tokens={EOT: len(ranks)})
 
 
+# the tokenizer a model of each small vocabulary trains with: the one that compresses TinyStories best
+SMALL_TOKENIZERS = {4096: "tinystories-4k", 8192: "tinystories-8k"}
+
+
+def default_tokenizer(vocab_size: int) -> str:
+    """The shipped BPE of a small preset's vocabulary; GPT-2's own BPE for the others."""
+    return SMALL_TOKENIZERS.get(vocab_size, "gpt2")
+
+
 def get_tokenizer(name: str = "gpt2") -> tiktoken.Encoding:
-    """"gpt2", "gpt2-4k" (or "gpt2-8k"), a path to a .tiktoken ranks file, or a file name in nanogptoss/tokenizers/."""
+    """"gpt2", "gpt2-4k" (or "gpt2-8k"), a path to a .tiktoken ranks file, or the name of one shipped in
+    nanogptoss/data/tokenizers/ ("tinystories-4k", "tinystories-8k")."""
     if name == "gpt2":
         return gpt2()
     if name in ("gpt2-4k", "gpt2-8k"):
@@ -184,6 +198,29 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 4096, progress: bool = Tru
     return ranks
 
 
+def bytes_per_token(tokenizer, texts: Iterable[str]) -> tuple[int, int]:
+    """(UTF-8 bytes, tokens) of the texts, each followed by <|endoftext|> counted as one byte."""
+    texts = list(texts)
+    ids = tokenizer.encode_ordinary_batch(texts, num_threads=min(8, os.cpu_count() or 1))
+    return sum(len(t.encode("utf-8")) + 1 for t in texts), sum(len(i) + 1 for i in ids)
+
+
+def provenance(data: str, vocab_size: int, max_stories: int, command: str) -> dict:
+    """How a trained tokenizer was made: enough to make it again and to check it is the same."""
+    import datetime
+    import hashlib
+
+    from .stories import local_files
+
+    files = []
+    local = os.environ.get("NANOGPTOSS_DATA") if data == "tinystories" else data
+    if local and Path(local).exists():
+        files = [{"file": f.name, "bytes": f.stat().st_size, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+                 for f in local_files(local) if "valid" not in f.name.lower()]
+    return {"command": command, "data": data, "files": files, "vocab_size": vocab_size,
+            "max_stories": max_stories, "date": datetime.date.today().isoformat()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m nanogptoss tokenizer",
                                      description="Train a small byte-level BPE and save it in tiktoken's format.")
@@ -194,10 +231,15 @@ def main(argv: list[str] | None = None) -> None:
                             "'synthetic', or a local .txt/.jsonl/.parquet file or folder")
     train.add_argument("--vocab-size", type=int, default=4096, help="ids in all, <|endoftext|> included")
     train.add_argument("--max-stories", type=int, default=200_000, help="train on at most this many stories")
-    train.add_argument("--out", default=None, help="output .tiktoken file (default: nanogptoss/tokenizers/<name>.tiktoken)")
+    train.add_argument("--out", default=None, help="output .tiktoken file (default: nanogptoss/data/tokenizers/"
+                                                   "<name>.tiktoken, with <name>.json saying how it was made)")
     show = sub.add_parser("show", help="tokenize a text with a tokenizer and print the pieces")
-    show.add_argument("--tokenizer", default="gpt2-4k")
+    show.add_argument("--tokenizer", default="tinystories-4k")
     show.add_argument("text", nargs="?", default="Once upon a time, there was a little girl named Lily.")
+    measure = sub.add_parser("measure", help="bytes per token of tokenizers on validation stories")
+    measure.add_argument("--data", default="tinystories", help="as for train; the validation split is measured")
+    measure.add_argument("--tokenizers", nargs="+", default=["tinystories-4k", "gpt2-4k", "tinystories-8k",
+                                                           "gpt2-8k", "gpt2"])
     args = parser.parse_args(argv)
     try:
         run_command(args)
@@ -206,14 +248,26 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_command(args) -> None:
+    from .stories import DataUnavailable, load_texts
+
     if args.command == "show":
         enc = get_tokenizer(args.tokenizer)
         ids = enc.encode_ordinary(args.text)
         print(f"{enc.name}: {len(ids)} tokens, vocabulary {enc.n_vocab}")
         print(" | ".join(enc.decode([i]) for i in ids))
         return
-
-    from .stories import DataUnavailable, load_texts
+    if args.command == "measure":
+        try:
+            texts = load_texts(args.data, split="validation")
+        except DataUnavailable as err:
+            raise ValueError(str(err)) from None
+        print(f"{len(texts):,} validation stories of {args.data}")
+        print("| tokenizer | vocabulary | tokens | bytes/token |\n|---|---|---|---|")
+        for name in args.tokenizers:
+            enc = get_tokenizer(name)
+            n_bytes, n_tokens = bytes_per_token(enc, texts)
+            print(f"| {name} | {enc.n_vocab:,} | {n_tokens:,} | {n_bytes / n_tokens:.3f} |")
+        return
 
     if args.vocab_size < 257:
         raise ValueError(f"--vocab-size must be at least 257 (256 bytes + <|endoftext|>), got {args.vocab_size}")
@@ -227,6 +281,10 @@ def run_command(args) -> None:
     out = Path(args.out) if args.out else TOKENIZER_DIR / f"{name}.tiktoken"
     out.parent.mkdir(parents=True, exist_ok=True)
     save_ranks(ranks, out)
+    command = (f"python -m nanogptoss tokenizer train --data {args.data} --vocab-size {args.vocab_size} "
+               f"--max-stories {args.max_stories}")
+    write_text(out.with_suffix(".json"),
+               json.dumps(provenance(args.data, args.vocab_size, args.max_stories, command), indent=1) + "\n")
     enc = encoding_from_ranks(ranks, out.stem)
     sample = " ".join(texts[:50])
     print(f"wrote {out} ({len(ranks)} ranks + <|endoftext|>); "

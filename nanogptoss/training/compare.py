@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from ..config import PRESETS, GPTConfig, get_config
-from ..data.stories import pick_source
+from ..data.stories import describe_source, pick_source
 from ..model.generate import generate
 from ..model.params import count_parameters, flops_per_token
 from ..weights.checkpoint import Checkpoint, load_model
@@ -153,7 +153,7 @@ def ladder_specs(preset: str, seeds: list[int]) -> list[RunSpec]:
 
 # The options every run of a comparison shares: TrainConfig's, with shorter defaults.
 COMPARE_DEFAULTS = dict(preset="auto", data="auto", max_steps=200, batch_size=16, warmup_steps=20,
-                        eval_interval=50, eval_batches=10)
+                        eval_interval=50, eval_tokens=131072)
 # TrainConfig options that vary per run (model, overrides, seed) or belong to the runner
 PER_RUN = {"model", "preset", "data", "overrides", "seed", "out_dir", "resume", "ckpt_interval",
            "progress", "wandb"}
@@ -223,7 +223,8 @@ def run_one(spec: RunSpec, template: TrainConfig, out: Path, env: dict | None = 
                 peak_memory_mb=summary["peak_memory_mb"], train_tokens_per_s=summary["train_tokens_per_s"],
                 gen_tokens_per_s=generation_speed(ckpt, GEN_TOKENS, device),
                 tokenizer=summary["tokenizer"], device=summary["device"], dtype=summary["dtype"],
-                steps=summary["steps"], wall_s=summary["wall_s"], name=spec.name)
+                steps=summary["steps"], wall_s=summary["wall_s"], name=spec.name, data=summary["data"],
+                val_tokens=summary["val_tokens"], val_bytes=summary["val_bytes"])
 
 
 def run_all(specs: list[RunSpec], template: TrainConfig, out: str | os.PathLike, progress: bool = True) -> list[dict]:
@@ -381,10 +382,14 @@ def report(experiment: str, results: list[dict], budget: TrainConfig, out: Path,
     table = summarize(results)
     write_csv(results, out / f"{experiment}.csv")
     r = results[0]
-    what = ("TinyStories" if budget.data == "tinystories" else
-            "synthetic stories (nanogptoss.data.synthetic)" if budget.data == "synthetic" else budget.data)
+    scored = {(x["tokenizer"], x["val_tokens"], x["val_bytes"]) for x in results}
+    validation = (f"the first {r['val_tokens']:,} tokens ({r['val_bytes']:,} bytes) of the validation split, "
+                  "the same for every row" if len(scored) == 1 else
+                  "validation token counts differ between rows (tokenizers or contexts differ): " +
+                  ", ".join(f"{t}: {n:,} tokens / {b:,} bytes" for t, n, b in sorted(scored)))
     header = (f"{experiment}: preset {budget.preset}, {budget.max_steps} steps of {budget.batch_size} sequences, "
-              f"{what}, tokenizer {r['tokenizer']}, {r['device']} {r['dtype']}.\n\n"
+              f"data: {describe_source(r['data'])}, tokenizer {r['tokenizer']}, {r['device']} {r['dtype']}; "
+              f"validation bits/byte on {validation}.\n\n"
               f"Command: `{command}`\n\n")
     md = header + markdown_table(table, floor) + "\n"
     (out / f"{experiment}.md").write_text(md)

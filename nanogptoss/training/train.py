@@ -34,8 +34,8 @@ from torch import nn
 
 from ..config import MODELS, PRESETS, GPTConfig, get_config
 from ..files import FolderInUse, FolderLock, remove_stale_temps, write_text
-from ..data.stories import DataUnavailable, TokenBatches, bits_per_byte, token_shards
-from ..data.tokenizer import TokenizerUnavailable, get_tokenizer
+from ..data.stories import DataUnavailable, TokenBatches, ValidationSet, pick_source, token_shards
+from ..data.tokenizer import TokenizerUnavailable, default_tokenizer, get_tokenizer
 from ..model.moe import Experts
 from ..model.params import count_parameters
 from ..model.router import Router
@@ -56,10 +56,11 @@ class TrainConfig:
     preset: str = opt("cpu-tiny", "model sizes", choices=tuple(PRESETS))
     overrides: dict = opt(None, "model config fields FIELD=VALUE (repeatable), e.g. --set num_hidden_layers=2 "
                                 "--set attn_sinks=false", flag="--set")
-    data: str = opt("tinystories", "'tinystories' (hub, or $NANOGPTOSS_DATA), 'synthetic', or a "
-                                   ".txt/.jsonl/.parquet file or folder")
-    tokenizer: str = opt("auto", "gpt2, gpt2-4k, gpt2-8k, or a .tiktoken file; auto: gpt2-4k/8k for small "
-                                 "vocabularies, else gpt2")
+    data: str = opt("auto", "'auto' (TinyStories when it can be had, else the synthetic stories, saying so), "
+                            "'tinystories' (the local copy $NANOGPTOSS_DATA names, else the hub), 'synthetic', or "
+                            "a .txt/.jsonl/.parquet file or folder")
+    tokenizer: str = opt("auto", "tinystories-4k/8k (shipped), gpt2, gpt2-4k, gpt2-8k, or a .tiktoken file; auto: "
+                                 "the shipped BPE of a 4k/8k preset, else gpt2")
     max_stories: int = opt(None, "use at most this many training stories (a twentieth as many validation stories)")
     data_dir: str = opt("data", "where token shards are cached")
     batch_size: int = opt(32, "sequences per optimizer step, over all processes and accumulation steps")
@@ -73,7 +74,8 @@ class TrainConfig:
     beta2: float = opt(0.95, "AdamW beta2")
     grad_clip: float = opt(1.0, "clip the gradient norm to this (0: off)")
     eval_interval: int = opt(100, "steps between validation evaluations")
-    eval_batches: int = opt(20, "validation batches per evaluation")
+    eval_tokens: int = opt(65536, "validation tokens scored per evaluation: the first N of the validation split, "
+                                  "the same for every run (more than the split holds: all of it)")
     ckpt_interval: int = opt(100, "steps between checkpoints (one at the end too)")
     out_dir: str = opt(None, "run folder for the checkpoint, the metrics log and the summary "
                              "(default runs/<model>-<preset>)")
@@ -97,7 +99,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
-        for name in ("batch_size", "grad_accum", "max_steps", "eval_batches", "ckpt_interval", "eval_interval"):
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_tokens", "ckpt_interval", "eval_interval"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{flag(name)} must be a whole number of at least 1, got {value!r}")
@@ -236,10 +238,7 @@ def setup(cfg: TrainConfig) -> Run:
 
 
 def tokenizer_name(cfg: TrainConfig) -> str:
-    if cfg.tokenizer != "auto":
-        return cfg.tokenizer
-    vocab = PRESETS[cfg.preset]["vocab_size"]
-    return "gpt2-4k" if vocab <= 4096 else "gpt2-8k" if vocab <= 8192 else "gpt2"
+    return default_tokenizer(PRESETS[cfg.preset]["vocab_size"]) if cfg.tokenizer == "auto" else cfg.tokenizer
 
 
 def load_data(cfg: TrainConfig, run: Run, tokenizer):
@@ -353,20 +352,18 @@ def train_step(step: int, cfg: TrainConfig, run: Run, train_model, model, optimi
 
 
 @torch.no_grad()
-def evaluate(model, batches: TokenBatches, n_batches: int, run: Run) -> float:
-    """Mean validation loss (nats/token) over the same `n_batches` batches every time."""
+def evaluate(model, validation: ValidationSet, batch_size: int, run: Run) -> float:
+    """Mean validation loss (nats/token) over every target of the fixed validation set."""
     was_training = model.training
     model.eval()
-    total = torch.zeros((), device=run.device)
-    for i in range(n_batches):
-        x, y = batches.get(i, device=run.device)
+    total = torch.zeros((), device=run.device, dtype=torch.float64)
+    for x, y in validation.batches(batch_size, run.rank, run.world, run.device):
         with run.autocast():
-            total += model(x, y).loss.float()
+            total += model(x, y).loss.double() * y.numel()
     model.train(was_training)
     if run.distributed:
         dist.all_reduce(total)
-        total /= run.world
-    return total.item() / n_batches
+    return total.item() / validation.n_tokens
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -470,6 +467,7 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
     `callback(row)` receives every metrics row (a live plot in a notebook, say).
     """
     cfg.validate()
+    cfg = cfg.replace(data=pick_source(cfg.data))  # "auto" becomes what it found, in the checkpoint too
     run = setup(cfg)
     out_dir = cfg.run_dir()
     lock = FolderLock(out_dir).acquire() if run.main_process else None
@@ -494,7 +492,7 @@ def _train(cfg: TrainConfig, run: Run, out_dir: Path, callback) -> dict:
 
     tok_name = tokenizer_name(cfg)
     tokenizer = get_tokenizer(tok_name)
-    (train_tokens, _), (val_tokens, val_header) = load_data(cfg, run, tokenizer)
+    (train_tokens, _), (val_tokens, _) = load_data(cfg, run, tokenizer)
     model, optimizer, scaler = build(cfg, run, tokenizer.n_vocab)
     start_step = restore(ckpt, model, optimizer, scaler) if ckpt else 0
 
@@ -504,7 +502,7 @@ def _train(cfg: TrainConfig, run: Run, out_dir: Path, callback) -> dict:
             train_model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
     seq_len = model.config.max_position_embeddings
     batches = TokenBatches(train_tokens, seq_len, cfg.batch_size, cfg.seed, run.rank, run.world, cfg.grad_accum)
-    val_batches = TokenBatches(val_tokens, seq_len, cfg.batch_size // cfg.grad_accum, cfg.seed + 1, run.rank, run.world)
+    validation = ValidationSet(val_tokens, seq_len, cfg.eval_tokens, tokenizer)
     log = Logger(cfg, run, start_step, callback)
 
     def save(step: int) -> None:
@@ -529,8 +527,8 @@ def _train(cfg: TrainConfig, run: Run, out_dir: Path, callback) -> dict:
             rates.append(row["tokens_per_s"])
         last = step + 1 == cfg.max_steps
         if (step + 1) % cfg.eval_interval == 0 or last:
-            val_loss = evaluate(model, val_batches, cfg.eval_batches, run)
-            row.update(val_loss=val_loss, val_bpb=bits_per_byte(val_loss, val_header))
+            val_loss = evaluate(model, validation, cfg.batch_size // cfg.grad_accum, run)
+            row.update(val_loss=val_loss, val_bpb=validation.bits_per_byte(val_loss))
         log(row)
         if (step + 1) % cfg.ckpt_interval == 0 or last:
             save(step + 1)
@@ -541,7 +539,8 @@ def _train(cfg: TrainConfig, run: Run, out_dir: Path, callback) -> dict:
     summary = {
         "run": cfg.run_name(), "model": cfg.model, "preset": cfg.preset, "tokenizer": tok_name,
         "status": "diverged" if diverged else "finished", "steps": cfg.max_steps,
-        "val_loss": val_loss, "val_bpb": bits_per_byte(val_loss, val_header),
+        "data": cfg.data, "val_tokens": validation.n_tokens, "val_bytes": validation.n_bytes,
+        "val_loss": val_loss, "val_bpb": validation.bits_per_byte(val_loss),
         "val_ppl": perplexity(val_loss),
         "params_total": counts.total, "params_active": counts.active,
         "train_tokens_per_s": sum(rates) / len(rates) if rates else float("nan"),
