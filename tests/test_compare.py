@@ -101,3 +101,20 @@ def test_cli_reports_bad_options_without_a_traceback(tmp_path):
                              "--out", str(tmp_path)], capture_output=True, text=True, env=dict(os.environ))
     assert result.returncode != 0
     assert "not divisible" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_speedrun_gives_every_model_the_same_wall_clock(tmp_path, monkeypatch):
+    from nanogptoss.training import compare
+
+    monkeypatch.chdir(tmp_path)
+    compare.main(["speedrun", "--minutes", "0.04", "--seeds", "0", "--data", "synthetic", "--max-stories", "300",
+                  "--batch-size", "4", "--eval-interval", "5", "--eval-tokens", "512", "--warmup-steps", "2",
+                  "--out", str(tmp_path / "sr")])
+    with open(tmp_path / "sr" / "speedrun.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["gptoss", "gpt2"]
+    for r in rows:  # each stopped by the clock (2.4 s of training), not by a step count
+        assert 2.4 <= float(r["train_s"]) < 10 and int(r["tokens_seen"]) == int(r["steps"]) * 4 * 128
+    md = (tmp_path / "sr" / "speedrun.md").read_text()
+    assert "0.04 minutes of training per run" in md and "synthetic stories" in md
+    assert (tmp_path / "sr" / "speedrun_curves.png").stat().st_size > 0

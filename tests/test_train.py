@@ -247,3 +247,11 @@ def test_training_on_genuine_stories_beats_the_unigram_bar(tmp_path):
     p = counts[counts > 0] / counts.sum()
     unigram_bpb = float(-(p * np.log2(p)).sum()) * header["count"] / header["bytes"]
     assert summary["data"] == data and summary["val_bpb"] < 0.8 * unigram_bpb, (summary["val_bpb"], unigram_bpb)
+
+
+def test_a_wall_clock_budget_decays_the_learning_rate_with_time():
+    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=10 ** 9, max_minutes=1.0)
+    assert lr_at(5, cfg, progress=0.0) == pytest.approx(0.6)  # warmup still goes by steps
+    assert lr_at(50, cfg, progress=0.5) == pytest.approx(0.55) and lr_at(50, cfg, progress=1.0) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="cannot be resumed exactly"):
+        TrainConfig(max_minutes=1.0, resume=True).validate()

@@ -224,7 +224,9 @@ def run_one(spec: RunSpec, template: TrainConfig, out: Path, env: dict | None = 
                 gen_tokens_per_s=generation_speed(ckpt, GEN_TOKENS, device),
                 tokenizer=summary["tokenizer"], device=summary["device"], dtype=summary["dtype"],
                 steps=summary["steps"], wall_s=summary["wall_s"], name=spec.name, data=summary["data"],
-                val_tokens=summary["val_tokens"], val_bytes=summary["val_bytes"])
+                val_tokens=summary["val_tokens"], val_bytes=summary["val_bytes"], tokens_seen=summary["tokens_seen"],
+                train_s=summary["train_s"], threads=summary["threads"],
+                seq_len=summary["model_config"]["max_position_embeddings"])
 
 
 def run_all(specs: list[RunSpec], template: TrainConfig, out: str | os.PathLike, progress: bool = True) -> list[dict]:
@@ -399,6 +401,60 @@ def report(experiment: str, results: list[dict], budget: TrainConfig, out: Path,
     return md
 
 
+# --------------------------------------------------------------------------- the speedrun
+
+SPEEDRUN_COLUMNS = [  # (key, header, format)
+    ("val_bpb", "val bits/byte", "{:.4f}"),
+    ("tokens_seen", "tokens seen", "{:,.0f}"),
+    ("steps", "steps", "{:,.0f}"),
+    ("train_tokens_per_s", "train tokens/s", "{:,.0f}"),
+    ("train_s", "training s", "{:,.0f}"),
+    ("peak_memory_mb", "peak memory (MB)", "{:,.0f}"),
+    ("params_active", "active params", "{:,.0f}"),
+    ("params_total", "total params", "{:,.0f}"),
+]
+
+
+def speedrun_report(results: list[dict], budget: TrainConfig, out: Path, command: str) -> str:
+    """The speedrun's table (the same wall-clock budget for every model) and its curves against time."""
+    import matplotlib
+
+    matplotlib.use("Agg") if "matplotlib.pyplot" not in sys.modules else None
+    import matplotlib.pyplot as plt
+
+    write_csv(results, out / "speedrun.csv")
+    r = results[0]
+    lines = [f"speedrun: preset {budget.preset}, {budget.max_minutes:g} minutes of training per run (evaluation not "
+             f"counted), batch {budget.batch_size}, lr {budget.lr:g}, {r['device']} {r['dtype']}, "
+             f"{r['threads']} threads; data: {describe_source(r['data'])}, tokenizer {r['tokenizer']}; validation "
+             f"bits/byte on the first {r['val_tokens']:,} tokens ({r['val_bytes']:,} bytes) of the validation split.",
+             "", f"Command: `{command}`", "",
+             "| model | seed | " + " | ".join(h for _, h, _ in SPEEDRUN_COLUMNS) + " |",
+             "|" + "---|" * (len(SPEEDRUN_COLUMNS) + 2)]
+    for x in results:
+        lines.append(f"| {x['label']} | {x['seed']} | " + " | ".join(f.format(x[k]) for k, _, f in SPEEDRUN_COLUMNS) + " |")
+    md = "\n".join(lines) + "\n"
+    (out / "speedrun.md").write_text(md)
+    fig, (ax_time, ax_tokens) = plt.subplots(1, 2, figsize=(13, 4.8))
+    styles = _curve_styles(list(dict.fromkeys(x["label"] for x in results)), plt)
+    for x in results:
+        rows = [row for row in read_metrics(out / "runs" / x["name"]) if "val_bpb" in row]
+        color, ls = styles[x["label"]]
+        label = f"{x['label']} (seed {x['seed']})"
+        ax_time.plot([row["train_s"] / 60 for row in rows], [row["val_bpb"] for row in rows], marker="o", color=color,
+                     ls=ls, label=label)
+        ax_tokens.plot([row["step"] * budget.batch_size * x["seq_len"] / 1e6 for row in rows],
+                       [row["val_bpb"] for row in rows], marker="o", color=color, ls=ls, label=label)
+    ax_time.set(xlabel="training minutes", ylabel="validation bits per byte", title="equal wall-clock")
+    ax_tokens.set(xlabel="training tokens (millions)", ylabel="validation bits per byte", title="per token")
+    ax_time.legend(fontsize=8)
+    fig.suptitle(f"speedrun ({budget.preset}, {budget.max_minutes:g} min per model)")
+    fig.tight_layout()
+    fig.savefig(out / "speedrun_curves.png", dpi=110)
+    plt.close(fig)
+    return md
+
+
 # --------------------------------------------------------------------------- command line
 
 def pick_preset(name: str = "auto") -> str:
@@ -415,7 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train GPT-OSS and GPT-2 side by side (grid) or one gpt-oss switch at a time (ladder), "
                     "and write tables and plots. Finished runs in --out with the same options are reused.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("experiment", choices=("grid", "ladder", "both"))
+    parser.add_argument("experiment", choices=("grid", "ladder", "both", "speedrun"),
+                        help="speedrun: the preset's GPT-OSS and the GPT-2 of equal active parameters, each trained "
+                             "for the same wall-clock time (--minutes)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="speedrun: training minutes per model")
     parser.add_argument("--preset", choices=["auto"] + [p for p in PRESETS if not p.startswith("gpt-oss")],
                         help="auto: cpu-tiny without a GPU, colab-t4 on GPUs without bf16, gpu on the others")
     parser.add_argument("--data", help="auto (TinyStories when it can be had, else synthetic stories, with a "
@@ -428,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="grid: size the GPT-2 MLP to the GPT-OSS's active parameters or training FLOPs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default="compare", help="folder for runs, tables and plots")
-    add_options(parser, {f.name for f in dataclasses.fields(TrainConfig)} - PER_RUN)
+    add_options(parser, {f.name for f in dataclasses.fields(TrainConfig)} - PER_RUN - {"max_minutes"})
     parser.set_defaults(**COMPARE_DEFAULTS)
     return parser
 
@@ -444,6 +503,12 @@ def main(argv: list[str] | None = None) -> None:
         command = "python -m nanogptoss compare " + " ".join(argv)
         print(f"preset {template.preset}, data {template.data}", flush=True)
         experiments = ["grid", "ladder"] if args.experiment == "both" else [args.experiment]
+        if args.experiment == "speedrun":
+            p = PRESETS[template.preset]
+            budget = template.replace(max_minutes=args.minutes, max_steps=10 ** 9)
+            specs = grid_specs(template.preset, [p["num_attention_heads"]], [p["num_hidden_layers"]], args.seeds)
+            print(speedrun_report(run_all(specs, budget, out), budget, out, command))
+            return
         for experiment in experiments:
             p = PRESETS[template.preset]
             specs = (grid_specs(template.preset, args.heads or [p["num_attention_heads"]],

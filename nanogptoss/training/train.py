@@ -66,6 +66,8 @@ class TrainConfig:
     batch_size: int = opt(32, "sequences per optimizer step, over all processes and accumulation steps")
     grad_accum: int = opt(1, "micro-batches per optimizer step (same results, less memory)")
     max_steps: int = opt(500, "optimizer steps")
+    max_minutes: float = opt(None, "stop after this many minutes of training (evaluation not counted): a wall-clock "
+                                   "budget; the learning rate then decays with the time spent, and --max-steps caps it")
     lr: float = opt(2e-3, "peak learning rate")
     min_lr: float = opt(2e-4, "learning rate at the end of the cosine decay")
     warmup_steps: int = opt(50, "linear warmup steps")
@@ -82,6 +84,7 @@ class TrainConfig:
     resume: bool = opt(False, "continue from the run folder's checkpoint")
     seed: int = opt(1337, "seed for weights and batches")
     device: str = opt("auto", "auto, cuda, mps or cpu")
+    threads: int = opt(None, "CPU threads for torch (default: torch's choice; tiny models often run faster with 1)")
     dtype: str = opt("auto", "auto (bf16 on GPUs with bf16, fp16+GradScaler on older GPUs, fp32 on CPU/MPS), "
                              "float32, bfloat16, float16", choices=DTYPES)
     compile: bool = opt(False, "torch.compile the model")
@@ -114,6 +117,14 @@ class TrainConfig:
                 raise ValueError(f"{flag(name)} must be a finite number >= 0, got {value!r}")
         if self.lr == 0:
             raise ValueError("--lr must be positive")
+        if self.max_minutes is not None and (not isinstance(self.max_minutes, (int, float))
+                                             or not math.isfinite(self.max_minutes) or self.max_minutes <= 0):
+            raise ValueError(f"--max-minutes must be a positive number of minutes, got {self.max_minutes!r}")
+        if self.max_minutes is not None and self.resume:
+            raise ValueError("a run with a wall-clock budget (--max-minutes) cannot be resumed exactly; "
+                             "start it again, or train by --max-steps to be able to resume")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"--threads must be at least 1, got {self.threads!r}")
         if not (self.beta1 < 1 and self.beta2 < 1):
             raise ValueError(f"--beta1 and --beta2 must be below 1, got {self.beta1} and {self.beta2}")
         if self.run_dir().resolve() == Path.cwd().resolve() or not self.run_name():
@@ -143,7 +154,7 @@ class TrainConfig:
 
 # Fields that may change between a run and its resumption without changing the numbers.
 RESUMABLE_CHANGES = {"max_steps", "eval_interval", "ckpt_interval", "resume", "device", "progress", "wandb",
-                     "compile", "data_dir", "out_dir"}
+                     "compile", "data_dir", "out_dir", "threads"}
 
 
 def comparable_settings(settings: dict) -> dict:
@@ -223,6 +234,8 @@ class Run:
 
 
 def setup(cfg: TrainConfig) -> Run:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     rank, world = 0, 1
     if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -307,18 +320,19 @@ def restore(ckpt: Checkpoint, model, optimizer, scaler) -> int:
     return ckpt.step
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr, then a cosine down to cfg.min_lr at the last step."""
+def lr_at(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
+    """Linear warmup to cfg.lr, then a cosine down to cfg.min_lr at the last step, or, for a run on a
+    wall-clock budget, at the end of its time (`progress`: the fraction of the budget spent)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    if progress is None:
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train_step(step: int, cfg: TrainConfig, run: Run, train_model, model, optimizer, scaler,
+def train_step(step: int, lr: float, cfg: TrainConfig, run: Run, train_model, model, optimizer, scaler,
                batches: TokenBatches) -> dict:
-    """One optimizer step over cfg.grad_accum micro-batches; returns its metrics row."""
-    lr = lr_at(step, cfg)
+    """One optimizer step over cfg.grad_accum micro-batches at learning rate `lr`; returns its metrics row."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     loss_sum = torch.zeros((), device=run.device)
@@ -511,12 +525,16 @@ def _train(cfg: TrainConfig, run: Run, out_dir: Path, callback) -> dict:
                             extra={"tokenizer": tok_name, "val_loss": log.val_loss})
 
     tokens_per_step = cfg.batch_size * seq_len
-    rates, t_start, diverged = [], time.perf_counter(), None
+    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
+    rates, t_start, diverged, train_s, step = [], time.perf_counter(), None, 0.0, start_step - 1
     model.train()
     for step in range(start_step, cfg.max_steps):
+        lr = lr_at(step, cfg, min(1.0, train_s / budget_s) if budget_s else None)
         t0 = time.perf_counter()
-        row = train_step(step, cfg, run, train_model, model, optimizer, scaler, batches)
-        row["tokens_per_s"] = tokens_per_step / (time.perf_counter() - t0)
+        row = train_step(step, lr, cfg, run, train_model, model, optimizer, scaler, batches)
+        dt = time.perf_counter() - t0
+        train_s += dt
+        row.update(tokens_per_s=tokens_per_step / dt, train_s=train_s)
         if diverged_loss(row["loss"], tokenizer.n_vocab):
             last_good = Checkpoint(ckpt_path).step if ckpt_path.exists() else None
             kept = f"the last good checkpoint (step {last_good}) is kept" if last_good else "no checkpoint was written"
@@ -525,20 +543,24 @@ def _train(cfg: TrainConfig, run: Run, out_dir: Path, callback) -> dict:
             break
         if step > start_step:  # the first step pays for warm-up and compilation
             rates.append(row["tokens_per_s"])
-        last = step + 1 == cfg.max_steps
+        last = step + 1 == cfg.max_steps or (budget_s is not None and train_s >= budget_s)
         if (step + 1) % cfg.eval_interval == 0 or last:
             val_loss = evaluate(model, validation, cfg.batch_size // cfg.grad_accum, run)
             row.update(val_loss=val_loss, val_bpb=validation.bits_per_byte(val_loss))
         log(row)
         if (step + 1) % cfg.ckpt_interval == 0 or last:
             save(step + 1)
+        if last:
+            break
     log.close()
+    steps_done = step + 1 if not diverged else step
 
     val_loss = log.val_loss
     counts = count_parameters(model.config)
     summary = {
         "run": cfg.run_name(), "model": cfg.model, "preset": cfg.preset, "tokenizer": tok_name,
-        "status": "diverged" if diverged else "finished", "steps": cfg.max_steps,
+        "status": "diverged" if diverged else "finished", "steps": steps_done, "max_steps": cfg.max_steps,
+        "train_s": train_s, "tokens_seen": steps_done * tokens_per_step, "threads": torch.get_num_threads(),
         "data": cfg.data, "val_tokens": validation.n_tokens, "val_bytes": validation.n_bytes,
         "val_loss": val_loss, "val_bpb": validation.bits_per_byte(val_loss),
         "val_ppl": perplexity(val_loss),
