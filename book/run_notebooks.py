@@ -21,6 +21,27 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _last_redraw(line: str) -> str:
+    drawn = [part for part in line.split("\r") if part.strip()]
+    return drawn[-1] if drawn else line
+
+
+def merge_streams(outputs: list) -> list:
+    """One box per stream: the kernel flushes stdout in pieces, which the site would show as
+    a stack of boxes. A progress bar's carriage-return redraws are reduced to their last state."""
+    merged = []
+    for out in outputs:
+        if out.output_type == "stream" and merged and merged[-1].output_type == "stream" \
+                and merged[-1].name == out.name:
+            merged[-1].text += out.text
+        else:
+            merged.append(out)
+    for out in merged:
+        if out.output_type == "stream":
+            out.text = "\n".join(_last_redraw(line) for line in out.text.split("\n"))
+    return merged
+
+
 def run(path: Path, timeout: int = 600) -> float:
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
@@ -28,6 +49,9 @@ def run(path: Path, timeout: int = 600) -> float:
     NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True, record_timing=False,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     seconds = time.perf_counter() - start
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = merge_streams(cell.outputs)
     nbformat.write(nb, path)
     return seconds
 

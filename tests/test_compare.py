@@ -115,6 +115,7 @@ def test_speedrun_gives_every_model_the_same_wall_clock(tmp_path, monkeypatch):
     assert [r["model"] for r in rows] == ["gptoss", "gpt2"]
     for r in rows:  # each stopped by the clock (2.4 s of training), not by a step count
         assert 2.4 <= float(r["train_s"]) < 10 and int(r["tokens_seen"]) == int(r["steps"]) * 4 * 128
+        assert int(r["threads"]) == 1  # side by side, one thread each: the same share of the machine
     md = (tmp_path / "sr" / "speedrun.md").read_text()
     assert "0.04 minutes of training per run" in md and "synthetic stories" in md
     assert (tmp_path / "sr" / "speedrun_curves.png").stat().st_size > 0

@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
                             "'synthetic', or a local .txt/.jsonl/.parquet file or folder")
     train.add_argument("--vocab-size", type=int, default=4096, help="ids in all, <|endoftext|> included")
     train.add_argument("--max-stories", type=int, default=200_000, help="train on at most this many stories")
+    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
     train.add_argument("--out", default=None, help="output .tiktoken file (default: nanogptoss/data/tokenizers/"
                                                    "<name>.tiktoken, with <name>.json saying how it was made)")
     show = sub.add_parser("show", help="tokenize a text with a tokenizer and print the pieces")
@@ -276,7 +277,7 @@ def run_command(args) -> None:
     except DataUnavailable as err:
         raise ValueError(str(err)) from None
 
-    ranks = train_bpe(texts, args.vocab_size)
+    ranks = train_bpe(texts, args.vocab_size, progress=args.progress)
     name = f"{Path(str(args.data)).stem}-{args.vocab_size // 1024}k"
     out = Path(args.out) if args.out else TOKENIZER_DIR / f"{name}.tiktoken"
     out.parent.mkdir(parents=True, exist_ok=True)

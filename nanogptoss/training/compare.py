@@ -229,13 +229,20 @@ def run_one(spec: RunSpec, template: TrainConfig, out: Path, env: dict | None = 
                 seq_len=summary["model_config"]["max_position_embeddings"])
 
 
-def run_all(specs: list[RunSpec], template: TrainConfig, out: str | os.PathLike, progress: bool = True) -> list[dict]:
-    """Every run (those already finished in `out` are reused), in order, with a progress bar."""
+def run_all(specs: list[RunSpec], template: TrainConfig, out: str | os.PathLike, progress: bool = True,
+            side_by_side: bool = False) -> list[dict]:
+    """Every run (those already finished in `out` are reused), in order, with a progress bar; or, with
+    `side_by_side`, all at once, so that runs on a wall-clock budget share the machine's load alike."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    if side_by_side:
+        with ThreadPoolExecutor(max_workers=len(specs)) as pool:  # each run is its own process
+            return list(pool.map(lambda spec: run_one(spec, template, out, env), specs))
     return [run_one(spec, template, out, env) for spec in tqdm(specs, desc="runs", unit="run", disable=not progress)]
 
 
@@ -505,9 +512,14 @@ def main(argv: list[str] | None = None) -> None:
         experiments = ["grid", "ladder"] if args.experiment == "both" else [args.experiment]
         if args.experiment == "speedrun":
             p = PRESETS[template.preset]
-            budget = template.replace(max_minutes=args.minutes, max_steps=10 ** 9)
-            specs = grid_specs(template.preset, [p["num_attention_heads"]], [p["num_hidden_layers"]], args.seeds)
-            print(speedrun_report(run_all(specs, budget, out), budget, out, command))
+            budget = template.replace(max_minutes=args.minutes, max_steps=10 ** 9, threads=template.threads or 1)
+            results = []
+            for seed in args.seeds:  # the two models of a seed train at the same time, one thread each
+                specs = grid_specs(template.preset, [p["num_attention_heads"]], [p["num_hidden_layers"]], [seed])
+                print(f"seed {seed}: training {', '.join(s.label for s in specs)} side by side for "
+                      f"{args.minutes:g} minutes", flush=True)
+                results += run_all(specs, budget, out, side_by_side=True)
+            print(speedrun_report(results, budget, out, command))
             return
         for experiment in experiments:
             p = PRESETS[template.preset]
