@@ -233,7 +233,7 @@ def read_headers(path: Path) -> dict[str, TensorInfo]:
         except Exception as exc:  # safetensors raises its own error type for every kind of damage
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CheckpointFormatError(f"{file} is not a readable safetensors file ({reason}); "
-                                        "it may be truncated: download it again") from None
+                                        "it is damaged or cut short: download it again") from None
     return tensors
 
 
