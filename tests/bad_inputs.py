@@ -129,6 +129,60 @@ def _with_files(*makers, then: Callable[[Path], None]) -> Callable[[Path], None]
     return run
 
 
+def _pretrained(edit: Callable[[Path], None], mxfp4: bool = True, **load):
+    """A tiny gpt-oss checkpoint folder (MXFP4 experts unless mxfp4=False) that `edit`
+    damages, then loaded with from_pretrained."""
+    def run(tmp):
+        import torch
+
+        from nanogptoss import GPTOSS, GPTOSSConfig, from_pretrained
+        from nanogptoss.weights.hf import save_pretrained
+
+        torch.manual_seed(0)
+        model = GPTOSS(GPTOSSConfig(vocab_size=97, max_position_embeddings=32, num_hidden_layers=2, hidden_size=32,
+                                    num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_experts=4,
+                                    experts_per_token=2, intermediate_size=32, sliding_window=8))
+        save_pretrained(model, tmp / "ckpt", mxfp4_experts=mxfp4)
+        edit(tmp / "ckpt")
+        from_pretrained(tmp / "ckpt", **load)
+    return run
+
+
+def _edit_config(change: Callable[[dict], None]):
+    def edit(folder: Path) -> None:
+        cfg = json.loads((folder / "config.json").read_text())
+        change(cfg)
+        (folder / "config.json").write_text(json.dumps(cfg))
+    return edit
+
+
+def _edit_tensors(change: Callable[[dict], None]):
+    def edit(folder: Path) -> None:
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        file = folder / "model.safetensors"
+        with safe_open(str(file), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        change(tensors)
+        save_file({k: t.contiguous() for k, t in tensors.items()}, str(file), metadata={"format": "pt"})
+    return edit
+
+
+def _truncate(folder: Path) -> None:
+    file = folder / "model.safetensors"
+    file.write_bytes(file.read_bytes()[:-1000])
+
+
+def _random_bytes(folder: Path) -> None:
+    import random
+
+    (folder / "model.safetensors").write_bytes(random.Random(0).randbytes(4096))
+
+
+LAYER0 = "model.layers.0.mlp.experts."
+
+
 STORY = "Once upon a time, a fox found a red hat. It was happy."
 TRAIN = ("train", "--preset", "cpu-tiny", "--data", "synthetic", "--max-stories", "200", "--batch-size", "4",
          "--max-steps", "2", "--eval-tokens", "256", "--no-progress", "--out-dir", "{tmp}/run", "--data-dir", "{tmp}/d")
@@ -182,6 +236,50 @@ CASES: list[Case] = [
     Case("checkpoint", "a checkpoint whose model config has an unknown field",
          _checkpoint(lambda m: m.update(model_config=json.dumps({**json.loads(m["model_config"]), "n_layer": 2}))),
          "fields this version of nanogptoss does not know"),
+    # from_pretrained: Hugging Face-format and MXFP4 checkpoints
+    Case("pretrained", "from_pretrained(dir) whose config.json is not JSON",
+         _pretrained(lambda d: (d / "config.json").write_text("{not json")), "config.json is not valid JSON"),
+    Case("pretrained", "from_pretrained(dir) whose config.json has no hidden_size",
+         _pretrained(_edit_config(lambda c: c.pop("hidden_size"))), "config.json has no 'hidden_size'"),
+    Case("pretrained", "from_pretrained(dir) of a Llama checkpoint",
+         _pretrained(_edit_config(lambda c: c.update(model_type="llama", architectures=["LlamaForCausalLM"]))),
+         "not a gpt-oss checkpoint"),
+    Case("pretrained", "from_pretrained(dir/original) (openai's own layout)",
+         _pretrained(_edit_config(lambda c: (c.clear(), c.update(num_experts=4, experts_per_token=2,
+                                                                 num_hidden_layers=2))), mxfp4=False),
+         "openai's original/ layout"),
+    Case("pretrained", "from_pretrained(dir) quantized with bitsandbytes",
+         _pretrained(_edit_config(lambda c: c.update(quantization_config={"quant_method": "bitsandbytes"}))),
+         "quant_method is 'bitsandbytes'"),
+    Case("pretrained", "from_pretrained(dir) with quantization_config.block_size 16",
+         _pretrained(_edit_config(lambda c: c["quantization_config"].update(block_size=16))),
+         "MXFP4 blocks hold 32 values"),
+    Case("pretrained", "from_pretrained(dir) with MXFP4 blocks of 16 values",
+         _pretrained(_edit_tensors(lambda t: t.update({LAYER0 + "down_proj_blocks": t[LAYER0 + "down_proj_blocks"][..., :8]}))),
+         "down_proj_blocks has shape .* the last dimension must be 16"),
+    Case("pretrained", "from_pretrained(dir) missing one expert's scales",
+         _pretrained(_edit_tensors(lambda t: t.pop(LAYER0 + "gate_up_proj_scales"))),
+         r"missing 1 tensors, e.g. \['model.layers.0.mlp.experts.gate_up_proj_scales'\]"),
+    Case("pretrained", "from_pretrained(dir) with mis-shaped scales",
+         _pretrained(_edit_tensors(lambda t: t.update({LAYER0 + "gate_up_proj_scales": t[LAYER0 + "gate_up_proj_scales"][:, :-1]}))),
+         "gate_up_proj_scales has shape"),
+    Case("pretrained", "from_pretrained(dir) with float scales",
+         _pretrained(_edit_tensors(lambda t: t.update({LAYER0 + "gate_up_proj_scales": t[LAYER0 + "gate_up_proj_scales"].float()}))),
+         "blocks and scales are uint8"),
+    Case("pretrained", "from_pretrained(dir) with MXFP4 tensors but no quantization_config",
+         _pretrained(_edit_config(lambda c: c.pop("quantization_config"))), "no quantization_config"),
+    Case("pretrained", "from_pretrained(dir) with a mis-shaped q_proj",
+         _pretrained(_edit_tensors(lambda t: t.update({"model.layers.1.self_attn.q_proj.weight":
+                                                       t["model.layers.1.self_attn.q_proj.weight"][:-1]}))),
+         r"model.layers.1.self_attn.q_proj.weight has shape \(31, 32\)"),
+    Case("pretrained", "from_pretrained(dir) with a truncated model.safetensors",
+         _pretrained(_truncate), "model.safetensors is not a readable safetensors file"),
+    Case("pretrained", "from_pretrained(dir) with random bytes as model.safetensors",
+         _pretrained(_random_bytes), "model.safetensors is not a readable safetensors file"),
+    Case("pretrained", "from_pretrained(dir, experts='packed') of an unquantized checkpoint",
+         _pretrained(lambda d: None, mxfp4=False, experts="packed"), "this checkpoint is not quantized"),
+    Case("pretrained", "from_pretrained(dir, experts='packed', moe_impl='grouped')",
+         _pretrained(lambda d: None, experts="packed", moe_impl="grouped"), "packed MXFP4 experts run their own MoE"),
     # python -m nanogptoss train
     Case("train", "train --set foo=1", train_with("--set", "foo=1"), "'foo' is not a model config field"),
     Case("train", "train --set num_hidden_layers=two", train_with("--set", "num_hidden_layers=two"),

@@ -131,3 +131,170 @@ def test_save_pretrained_refuses_a_gpt2(tmp_path):
     from nanogptoss import GPT2, get_config
     with pytest.raises(ValueError, match="GPT-OSS architecture"):
         GPT2(get_config("cpu-tiny", model="gpt2")).save_pretrained(tmp_path)
+
+
+# -- the published MXFP4 layout ------------------------------------------------------------
+
+def quantize_hf_checkpoint(src, dst):
+    """Rewrite a transformers-saved gpt-oss checkpoint the way the hub's is stored: every
+    expert matrix as MXFP4 *_blocks/*_scales (by our quantizer), shard for shard, plus a
+    quantization_config. Written here at the file level, independently of our save_pretrained."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from nanogptoss.weights.mxfp4 import quantize_experts
+
+    dst.mkdir(parents=True, exist_ok=True)
+    weight_map = {}
+    for shard in sorted(src.glob("*.safetensors")):
+        out = {}
+        with safe_open(str(shard), framework="pt") as f:
+            for name in f.keys():
+                t = f.get_tensor(name)
+                if name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+                    out[f"{name}_blocks"], out[f"{name}_scales"] = quantize_experts(t)
+                else:
+                    out[name] = t
+        save_file(out, str(dst / shard.name), metadata={"format": "pt"})
+        weight_map.update({name: shard.name for name in out})
+    if (src / "model.safetensors.index.json").exists():
+        (dst / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def make_mxfp4_pair(tmp_path, **save):
+    """(transformers model loaded from an MXFP4 checkpoint, dequantized; the checkpoint's folder)."""
+    from transformers import Mxfp4Config
+
+    cfg = GptOssConfig(
+        vocab_size=101, hidden_size=64, intermediate_size=32, head_dim=16, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=5, num_experts_per_tok=2,
+        sliding_window=6, max_position_embeddings=64, rope_parameters=YARN,
+    )
+    torch.manual_seed(0)
+    randomize_(GptOssForCausalLM(cfg)).save_pretrained(tmp_path / "plain", **save)
+    folder = quantize_hf_checkpoint(tmp_path / "plain", tmp_path / "mxfp4")
+    hf = GptOssForCausalLM.from_pretrained(folder, quantization_config=Mxfp4Config(dequantize=True),
+                                           dtype=torch.float32).eval()
+    hf.config._attn_implementation = "eager"
+    return hf, folder
+
+
+@pytest.mark.parametrize("experts", ["packed", "dequantized"])
+def test_mxfp4_checkpoint_matches_transformers(tmp_path, experts):
+    from nanogptoss.weights.mxfp4 import PackedExperts
+
+    hf, folder = make_mxfp4_pair(tmp_path, max_shard_size="40KB")  # sharded: blocks and scales may part
+    assert len(list(folder.glob("*.safetensors"))) > 2
+    ours = from_pretrained(folder, experts=experts)
+    assert isinstance(ours.blocks[0].mlp.experts, PackedExperts) == (experts == "packed")
+    tokens = torch.randint(0, 101, (2, 20))  # longer than the window of 6
+    with torch.no_grad():
+        expected = hf(tokens).logits
+        torch.testing.assert_close(ours(tokens).logits, expected, atol=1e-4, rtol=0)
+        cache = ours.new_kv_cache()  # and decoding with the cache
+        steps = [ours(tokens[:, :7], kv_cache=cache).logits]
+        steps += [ours(tokens[:, t:t + 1], kv_cache=cache).logits for t in range(7, 20)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), expected, atol=1e-4, rtol=0)
+        prompt = tokens[:1, :5]
+        theirs = hf.generate(prompt, max_new_tokens=12, do_sample=False, min_new_tokens=12)
+        assert torch.equal(ours.generate(prompt, 12, temperature=0.0), theirs)
+
+
+def test_mxfp4_weights_are_transformers_dequantized_weights(tmp_path):
+    hf, folder = make_mxfp4_pair(tmp_path)
+    ours = from_pretrained(folder, experts="dequantized")
+    for i in range(4):
+        for proj in ("gate_up_proj", "down_proj"):
+            theirs = getattr(hf.model.layers[i].mlp.experts, proj)
+            assert torch.equal(getattr(ours.blocks[i].mlp.experts, proj), theirs), (i, proj)
+
+
+def test_packed_model_saves_mxfp4_that_transformers_loads(tmp_path):
+    from transformers import Mxfp4Config
+
+    _, folder = make_mxfp4_pair(tmp_path)
+    packed = from_pretrained(folder, experts="packed")
+    packed.save_pretrained(tmp_path / "again")  # packed experts are written as they are
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["quantization_config"]["quant_method"] == "mxfp4"
+    again = from_pretrained(tmp_path / "again", experts="packed")
+    for (name, a), b in zip(packed.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    # and a dequantized model quantized on writing: transformers reads the same numbers
+    from nanogptoss.weights.hf import save_pretrained
+
+    plain = from_pretrained(folder, experts="dequantized")
+    save_pretrained(plain, tmp_path / "requantized", mxfp4_experts=True)
+    hf = GptOssForCausalLM.from_pretrained(tmp_path / "requantized", dtype=torch.float32,
+                                           quantization_config=Mxfp4Config(dequantize=True))
+    hf.config._attn_implementation = "eager"
+    tokens = torch.randint(0, 101, (1, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(tokens).logits, plain(tokens).logits, atol=1e-4, rtol=0)
+
+
+def test_packed_memory_is_about_a_quarter(tmp_path):
+    from nanogptoss.weights.mxfp4 import tensor_bytes
+
+    _, folder = make_mxfp4_pair(tmp_path)
+    packed, plain = from_pretrained(folder, experts="packed"), from_pretrained(folder, experts="dequantized")
+    experts = lambda m: sum(tensor_bytes(b.mlp.experts) for b in m.blocks)  # noqa: E731
+    weights = 4 * 5 * (64 * 64 + 32 * 64)  # layers x experts x (gate_up + down)
+    biases = 4 * 5 * (64 + 64) * 4
+    assert experts(plain) == weights * 4 + biases
+    assert experts(packed) == weights * 17 // 32 + biases  # 4.25 bits a weight
+
+
+def test_mxfp4_errors_come_before_any_weight_is_read(tmp_path, monkeypatch):
+    """A bad checkpoint is refused from the headers alone (tests/bad_inputs.py has the messages)."""
+    import nanogptoss.weights.hf as hf_module
+    from safetensors import safe_open as real_safe_open
+
+    _, folder = make_mxfp4_pair(tmp_path)
+    cfg = json.loads((folder / "config.json").read_text())
+
+    class HeadersOnly:
+        def __init__(self, *args, **kwargs):
+            self.f = real_safe_open(*args, **kwargs)
+
+        def __enter__(self):
+            self.f.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+        def keys(self):
+            return self.f.keys()
+
+        def get_slice(self, name):
+            return self.f.get_slice(name)
+
+        def get_tensor(self, name):
+            raise AssertionError(f"read {name} before the checks were done")
+
+    monkeypatch.setattr(hf_module, "safe_open", HeadersOnly)
+    bad_configs = {"bitsandbytes": {**cfg, "quantization_config": {"quant_method": "bitsandbytes"}},
+                   "block_size": {**cfg, "quantization_config": {"quant_method": "mxfp4", "block_size": 16}},
+                   "other arch": {**cfg, "model_type": "llama", "architectures": ["LlamaForCausalLM"]},
+                   "wider": {**cfg, "intermediate_size": 64}}
+    for what, bad in bad_configs.items():
+        (folder / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError):
+            from_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AssertionError, match="before the checks"):  # the good one gets to reading
+        from_pretrained(folder)
+
+
+def test_experts_mode_is_checked(tmp_path):
+    hf = make_hf_model(PLAIN)
+    hf.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not quantized"):
+        from_pretrained(tmp_path, experts="packed")
+    with pytest.raises(ValueError, match="experts must be one of"):
+        from_pretrained(tmp_path, experts="fp4")

@@ -1,1 +1,2 @@
-"""Weight formats: Hugging Face gpt-oss checkpoints (hf) and training checkpoints (checkpoint)."""
+"""Weight formats: Hugging Face gpt-oss checkpoints (hf), unquantized or with MXFP4 experts as
+published (mxfp4), and training checkpoints (checkpoint)."""
