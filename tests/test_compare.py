@@ -113,6 +113,7 @@ def test_speedrun_gives_every_model_the_same_wall_clock(tmp_path, monkeypatch):
     with open(tmp_path / "sr" / "speedrun.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["model"] for r in rows] == ["gptoss", "gpt2"]
+    assert all(r["name"].startswith("speedrun-") for r in rows)  # never a grid run's folder in the same --out
     for r in rows:  # each stopped by the clock (2.4 s of training), not by a step count
         assert 2.4 <= float(r["train_s"]) < 10 and int(r["tokens_seen"]) == int(r["steps"]) * 4 * 128
         assert int(r["threads"]) == 1  # side by side, one thread each: the same share of the machine

@@ -50,13 +50,14 @@ class RunSpec:
     overrides: dict = field(default_factory=dict)
     seed: int = 0
     group: str = ""  # rows with the same group share a line in the table (seeds averaged)
+    budget: str = ""  # "" for a step budget; "speedrun" for a wall-clock one, kept in its own folders
 
     @property
     def name(self) -> str:
         slug = "".join(c if c.isalnum() else "-" for c in self.label.lower()).strip("-")
         while "--" in slug:
             slug = slug.replace("--", "-")
-        return f"{slug}-s{self.seed}"
+        return f"{self.budget + '-' if self.budget else ''}{slug}-s{self.seed}"
 
     def config(self, preset: str) -> GPTConfig:
         return get_config(preset, self.model, **self.overrides)
@@ -515,7 +516,8 @@ def main(argv: list[str] | None = None) -> None:
             budget = template.replace(max_minutes=args.minutes, max_steps=10 ** 9, threads=template.threads or 1)
             results = []
             for seed in args.seeds:  # the two models of a seed train at the same time, one thread each
-                specs = grid_specs(template.preset, [p["num_attention_heads"]], [p["num_hidden_layers"]], [seed])
+                specs = [dataclasses.replace(spec, budget="speedrun") for spec in
+                         grid_specs(template.preset, [p["num_attention_heads"]], [p["num_hidden_layers"]], [seed])]
                 print(f"seed {seed}: training {', '.join(s.label for s in specs)} side by side for "
                       f"{args.minutes:g} minutes", flush=True)
                 results += run_all(specs, budget, out, side_by_side=True)
