@@ -92,6 +92,17 @@ def _first_line(cell) -> str:
     return (lines[0][:60] + ("..." if len(lines[0]) > 60 else "")) if lines else ""
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _interrupted_line(cell) -> str:
+    """Where the interrupt stopped the cell, from its traceback, else the cell's first line."""
+    e = _error(cell)
+    frames = [m.group(1).strip() for line in (e or {}).get("traceback", [])
+              for m in re.finditer(r"^-+> *\d+ (.*)$", ANSI.sub("", line), re.M)]
+    return f"interrupted at `{frames[0][:80]}`" if frames else f"`{_first_line(cell)}`"
+
+
 def _kernel_env(threads: int) -> dict:
     env = dict(os.environ)
     for var in THREAD_VARS:
@@ -190,7 +201,7 @@ def _checkers(nb, code, done, timed_out, died) -> dict:
                 continue  # called again without printing: keep what it printed before
             elif i in timed_out:
                 results[name] = CheckerResult(name, TIMED_OUT, i + 1, f"cell {i + 1} ran over the time limit "
-                                                                       f"({_first_line(cell)})")
+                                                                       f"({_interrupted_line(cell)})")
             elif i not in done:
                 why = f"the kernel died at cell {died + 1}" if died is not None else "the notebook stopped before it"
                 results[name] = CheckerResult(name, NOT_REACHED, i + 1, why)

@@ -66,12 +66,14 @@ def is_solution(cells, i: int) -> bool:
 
 
 def checkers_called(nb) -> list[str]:
+    """The checkers a notebook (nbformat's, or its JSON as a dict) calls, in order."""
     from .grading import CALL
 
     found = []
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            found += [n for n in CALL.findall(cell.source) if n not in found]
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            found += [n for n in CALL.findall(source) if n not in found]
     return found
 
 
