@@ -37,7 +37,7 @@ def graded(tmp_path_factory):
     write_notebook(folder / "carol.ipynb", HEADER, SWIGLU, "import time\ntime.sleep(60)\ncheck_swiglu(my_swiglu)",
                    ROUTER, "check_router(my_router)")
     (folder / "notes.txt").write_text("not a notebook")
-    results = ex.grade_folder(folder, timeout=4, jobs=2)
+    results = ex.grade_folder(folder, timeout=15, jobs=2)  # 15 s: torch imports slowly on a busy machine
     return folder, {r.notebook: r for r in results}
 
 
@@ -54,7 +54,7 @@ def test_one_result_per_student_and_checker(graded):
     assert "Hint: gate and up are interleaved" in swiglu.message  # the whole message, hint included
     assert router.result == "error" and router.cell == 4 and "NameError" in router.message
 
-    assert carol.status == "timed out at cell 3 (limit 4 s)"
+    assert carol.status == "timed out at cell 3 (limit 15 s)"
     assert carol.checks["check_swiglu"].result == "timed out" and carol.checks["check_swiglu"].cell == 3
     assert "time.sleep(60)" in carol.checks["check_swiglu"].message
     assert carol.checks["check_router"].result == "passed"  # the notebook goes on after the interrupted cell
