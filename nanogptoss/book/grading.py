@@ -262,10 +262,7 @@ def _progress(r: NotebookResult) -> None:
 def write_summary(results: list[NotebookResult], out: Path) -> None:
     """grades.csv (one row per student), results.csv (one row per student and checker, with the
     full messages) and grades.md (the table, then every message) in the folder `out`."""
-    from .exercises import CHECKERS
-
-    seen = {name for r in results for name in r.checks}
-    names = [n for n in CHECKERS if n in seen] + sorted(seen - set(CHECKERS))
+    names = list(dict.fromkeys(name for r in results for name in r.checks))  # in the notebooks' order
     header = ["notebook", "status", "passed", "seconds"] + names
     rows = [[r.notebook, r.status, f"{r.passed}/{len(r.checks)}", f"{r.seconds:.1f}"]
             + [r.checks[n].short if n in r.checks else "" for n in names] for r in results]
