@@ -293,7 +293,7 @@ def _rmsnorm_ref(x, weight, eps=1e-5):
     norm = RMSNorm(x.shape[-1], eps).to(x.device)
     with torch.no_grad():
         norm.weight.copy_(weight)
-    return norm(x)
+        return norm(x)
 
 
 @_register
