@@ -134,7 +134,8 @@ def test_first_cell_installs_from_the_repository_on_colab_only(path, monkeypatch
     assert len(calls) == 1, f"{path.name}: on Colab the first cell should run exactly one pip install, ran {calls}"
     args = calls[0]
     assert args[1:4] == ["-m", "pip", "install"], args
-    assert f"git+{url}" in args, f"{path.name}: installs {args}, not git+{url}"
+    assert f"nanogptoss[book] @ git+{url}" in args, \
+        f"{path.name}: installs {args}, not the library with its book extra from git+{url}"
     assert not any(re.match(r"(torch|pytorch)\b", a) for a in args), f"{path.name}: never reinstall torch: {args}"
     assert "--upgrade" not in args and "-U" not in args, f"{path.name}: --upgrade would replace Colab's torch"
 
@@ -202,7 +203,11 @@ def test_training_notebooks_are_excluded_from_execution_and_say_how_they_ran():
 
 @by_name(NOTEBOOKS)
 def test_chapter_ends_with_exercises(path):
-    """An Exercises section; a function to write comes with a collapsed solution and a check that passes."""
+    """An Exercises section; a function to write comes with its check and a collapsed solution.
+
+    "Run all" must not pass the exercise: the check judges the stub (which fails), and the
+    worked solution is a collapsed markdown block, never code that redefines the stub's
+    name. tests/test_exercises.py runs each solution against its checker."""
     if is_training(path):
         return
     nb = load(path)
@@ -213,12 +218,18 @@ def test_chapter_ends_with_exercises(path):
     stubs = [c for c in tail if c["cell_type"] == "code" and "# your code here" in source(c)]
     if not stubs:
         return  # questions only
-    solutions = [c for c in tail if c["cell_type"] == "code" and "hide-input" in c["metadata"].get("tags", [])]
-    assert solutions, f"{path.name}: the exercise needs a worked solution in a cell tagged hide-input"
-    checks = [c for c in tail if c["cell_type"] == "code" and re.search(r"\bcheck_\w+\(|PASS", source(c))]
-    assert checks, f"{path.name}: the exercise needs a cell that checks the reader's function"
+    assert not [c for c in tail if c["cell_type"] == "code" and "solution" in c["metadata"].get("tags", [])], \
+        f"{path.name}: a worked solution must not be a code cell (Run all would pass the exercise)"
+    solutions = [c for c in tail if c["cell_type"] == "markdown" and "solution" in c["metadata"].get("tags", [])]
+    assert len(solutions) == len(stubs), f"{path.name}: each exercise needs a collapsed solution tagged 'solution'"
+    assert all(source(c).startswith('<details class="solution">') for c in solutions), \
+        f"{path.name}: a solution is a <details class=\"solution\"> block, collapsed in Jupyter and on the site"
+    checks = [c for c in tail if c["cell_type"] == "code" and re.search(r"^check_\w+\(", source(c), re.M)]
+    assert len(checks) == len(stubs), f"{path.name}: each exercise needs a cell that checks the reader's function"
     printed = "".join(text(o.get("text", "")) for c in checks for o in c.get("outputs", []))
-    assert "PASS" in printed and "FAIL" not in printed, f"{path.name}: the worked solution must pass its check"
+    assert "returned None" in printed and "PASS" not in printed, f"{path.name}: the saved checks must judge the stub"
+    assert not any(o["output_type"] == "execute_result" for c in checks for o in c.get("outputs", [])), \
+        f"{path.name}: a check cell shows only its PASS/FAIL line (no stray True)"
 
 
 @by_name(NOTEBOOKS)

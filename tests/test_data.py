@@ -61,6 +61,49 @@ def test_hub_unreachable_fails_fast_with_advice(monkeypatch, offline):
     assert time.perf_counter() - start < 10
 
 
+class FakeHub:
+    """datasets.load_dataset for TinyStories, recording how it was called and how much was read."""
+
+    def __init__(self, n=1000):
+        self.calls, self.read, self.n = [], 0, n
+
+    def load_dataset(self, name, split, streaming=False):
+        self.calls.append((name, split, streaming))
+        hub = self
+
+        class Stream:
+            column_names = ["text"]
+
+            def __iter__(self):
+                for i in range(hub.n):
+                    hub.read += 1
+                    yield {"text": "" if i == 2 else f" story {i} "}  # an empty record is skipped
+        return Stream()
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_the_hub_reads_only_the_stories_asked_for(monkeypatch, offline):
+    """Colab: chapter 0's 2,000 validation stories must not download and prepare all of TinyStories."""
+    import datasets
+
+    from nanogptoss.data import stories
+
+    hub = FakeHub()
+    monkeypatch.delenv("NANOGPTOSS_DATA", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", hub.load_dataset)
+    monkeypatch.setattr(stories, "_check_hub_reachable", lambda: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+    got = load_texts("tinystories", split="validation", limit=5)
+    assert got == ["story 0", "story 1", "story 3", "story 4", "story 5"]
+    # online: streamed, and only as far as needed; offline: sliced out of the cache at load time
+    assert hub.calls == [("roneneldan/TinyStories", "validation[:5]", False) if offline
+                         else ("roneneldan/TinyStories", "validation", True)]
+    assert hub.read == 6
+    hub.calls.clear()
+    assert len(load_texts("tinystories", split="train")) == 999  # no limit: everything, not streamed
+    assert hub.calls == [("roneneldan/TinyStories", "train", False)]
+
+
 def test_nanogptoss_data_points_tinystories_at_a_local_copy(tmp_path, monkeypatch):
     (tmp_path / "TinyStories-train.txt").write_text("<|endoftext|>".join(STORIES[:10]))
     (tmp_path / "TinyStories-valid.txt").write_text("<|endoftext|>".join(STORIES[10:12]))

@@ -1,11 +1,13 @@
-"""The exercise checkers: each passes the library's own function and fails the typical
-mistakes with the hint that names them; the bulk grader runs real notebooks.
+"""The exercise checkers: each passes the library's own function, fails the untouched stub in
+one clear line, and fails the typical mistakes with the hint that names them; every
+chapter's worked solution passes its checker. The grader is tested in test_grader.py,
+the handouts in test_handout.py.
 
 The planted-wrong implementations are written here from scratch, independently of
 the checkers' own diagnoses, so a checker that stopped catching a mistake fails.
 """
 
-import csv
+import json
 import math
 import re
 from pathlib import Path
@@ -61,7 +63,14 @@ def lib_count(config):
     return p.total, p.active
 
 
+def lib_lr(step, cfg):
+    from nanogptoss.training.train import lr_at
+    return lr_at(step, cfg)
+
+
 LIBRARY = {
+    "check_bits_per_byte": lambda loss, n_tokens, n_bytes: loss * n_tokens / n_bytes / math.log(2),
+    "check_gpt2_parameters": lambda config: count_parameters(config).total,
     "check_rmsnorm": lib_rmsnorm,
     "check_rope": lib_rope,
     "check_repeat_kv": repeat_kv,
@@ -73,6 +82,7 @@ LIBRARY = {
     "check_moe": lib_moe,
     "check_expert_counts": expert_counts,
     "check_count_parameters": lib_count,
+    "check_lr_schedule": lib_lr,
     "check_top_p": lambda logits, p: next_token_probs(logits, top_p=p),
 }
 
@@ -87,9 +97,42 @@ def test_every_checker_has_a_library_reference_here():
 
 @pytest.mark.parametrize("name", list(LIBRARY))
 def test_checker_passes_the_library(name, capsys):
-    assert ex.CHECKERS[name](LIBRARY[name]) is True
+    result = ex.CHECKERS[name](LIBRARY[name])
+    assert result.passed is True and bool(result) is True and result.name == name
     out = capsys.readouterr().out
-    assert out.startswith(f"PASS: {name}:") and "FAIL" not in out
+    assert out.startswith(f"PASS: {name}:") and "FAIL" not in out and out.count("\n") == 1
+    assert result.message in out
+
+
+@pytest.mark.parametrize("name", list(LIBRARY))
+def test_the_untouched_stub_fails_in_one_clear_line(name, capsys):
+    def stub(*args):
+        ...  # your code here
+    result = ex.CHECKERS[name](stub)
+    assert not result
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith(f"FAIL: {name}: your function returned None"), out
+    assert "Traceback" not in out
+
+
+def test_a_check_result_shows_nothing_in_jupyter_but_says_what_it_is():
+    result = ex.CheckResult("check_rope", False, "case x: wrong")
+    assert repr(result) == "<check_rope: FAIL>" and not result
+    assert result._ipython_display_() is None  # IPython calls it instead of printing a repr
+
+
+def test_a_function_that_calls_the_handouts_stand_in_fails(capsys):
+    stand_in = ex.reference("check_swiglu")
+    assert not ex.check_swiglu(lambda x, a, l: stand_in(x, a, l))
+    assert "reference('check_swiglu')" in capsys.readouterr().out
+    assert ex.check_swiglu(swiglu)  # the stand-in's flag does not leak into the next check
+    with pytest.raises(ValueError, match="no exercise reference"):
+        ex.reference("check_nothing")
+
+
+def test_every_reference_has_its_exercises_signature(capsys):
+    for name, checker in ex.CHECKERS.items():
+        assert checker(ex.REFERENCES[name]), capsys.readouterr().out
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -186,8 +229,40 @@ def lbl(logits, E, k, factor=True, per_slot=False, first_only=False):
     return (E if factor else 1) * (frac * p.mean(0)).sum()
 
 
+def bpb(loss, n_tokens, n_bytes, ln2=True, per_token=False):
+    bits = loss / math.log(2) if ln2 else loss
+    return bits if per_token else bits * n_tokens / n_bytes
+
+
+def gpt2_count(c, tied=True, positions=True, ln_bias=True):
+    V, T, L, d = c.vocab_size, c.max_position_embeddings, c.num_hidden_layers, c.hidden_size
+    block = (3 * d * d + 3 * d) + (d * d + d) + (4 * d * d + 4 * d) + (4 * d * d + d) + 2 * (2 if ln_bias else 1) * d
+    return V * d * (1 if tied else 2) + (T * d if positions else 0) + L * block + (2 if ln_bias else 1) * d
+
+
+def schedule(step, cfg, plus_one=True, floor=None, linear=False):
+    floor = cfg.min_lr if floor is None else floor
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + (1 if plus_one else 0)) / cfg.warmup_steps
+    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    shape = 1 - t if linear else 0.5 * (1 + math.cos(math.pi * t))
+    return floor + (cfg.lr - floor) * shape
+
+
+def fp16_rmsnorm(x, w, eps):
+    """RMSNorm in the input's own dtype, without the float32 upcast: chapter 2's warning."""
+    return w.to(x.dtype) * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
 PLANTED = [
     # (checker, wrong function, a phrase the hint must contain)
+    ("check_bits_per_byte", lambda l, t, b: bpb(l, t, b, ln2=False), "ln 2"),
+    ("check_bits_per_byte", lambda l, t, b: bpb(l, t, b, per_token=True), "bits per token"),
+    ("check_bits_per_byte", lambda l, t, b: bpb(l, b, t), "n_tokens / n_bytes"),
+    ("check_gpt2_parameters", lambda c: gpt2_count(c, tied=False), "tied"),
+    ("check_gpt2_parameters", lambda c: gpt2_count(c, positions=False), "position"),
+    ("check_gpt2_parameters", lambda c: gpt2_count(c, ln_bias=False), "LayerNorm"),
+    ("check_rmsnorm", fp16_rmsnorm, "float32"),
     ("check_rmsnorm", lambda x, w, eps: (w * x.float() / (rms(x, 0) + eps)).to(x.dtype), "inside the square root"),
     ("check_rmsnorm", lambda x, w, eps: (x.float() / rms(x, eps)).to(x.dtype), "weight"),
     ("check_rmsnorm", lambda x, w, eps: (w * (x - x.mean(-1, keepdim=True)) / rms(x - x.mean(-1, keepdim=True), eps)
@@ -197,7 +272,7 @@ PLANTED = [
     ("check_rope", lambda x, p, t: rope_halves(x, p, t, sign=-1), "other way"),
     ("check_rope", lambda x, p, t: rope_halves(x, p, t, exponent=1), "frequencies"),
     ("check_rope", lambda x, p, t: rope_halves(x, torch.arange(len(p)), t), "positions"),
-    ("check_rope", lambda x, p, t: x, "angle"),  # no rotation: only the generic hint
+    ("check_rope", lambda x, p, t: x, "direction of the rotation"),  # no rotation: only the fallback hint
     ("check_repeat_kv", lambda k, n: torch.cat([k] * n, dim=1), "repeat_interleave"),
     ("check_repeat_kv", lambda k, n: k[:, :, None].expand(-1, -1, n, -1, -1).flatten(1, 2)[:, :-1], "shape"),
     ("check_sliding_window_mask", lambda T, W: torch.tril(torch.ones(T, T, dtype=torch.bool))
@@ -239,7 +314,20 @@ PLANTED = [
     ("check_top_p", lambda z, p: nucleus(z, p, renormalise=False), "renormalise"),
     ("check_top_p", lambda z, p: nucleus(z, p, keep_crossing=False), "crosses p is kept"),
     ("check_top_p", lambda z, p: nucleus(z, p, ascending=True), "Hint"),
+    ("check_lr_schedule", lambda s, c: schedule(s, c, plus_one=False), "off by one"),
+    ("check_lr_schedule", lambda s, c: schedule(s, c, floor=0.0), "min_lr"),
+    ("check_lr_schedule", lambda s, c: schedule(s, c, linear=True), "cosine"),
 ]
+
+# the one mistake each chapter warns about, caught with the hint that names it
+CHAPTER_WARNINGS = {
+    "check_bits_per_byte": "ln 2", "check_gpt2_parameters": "tied", "check_rmsnorm": "float32",
+    "check_rope": "halves", "check_repeat_kv": "repeat_interleave", "check_sliding_window_mask": "off by one",
+    "check_sink_attention": "sink", "check_swiglu": "interleaved", "check_router": "not over all experts",
+    "check_load_balancing_loss": "not N·k", "check_moe": "routing weight", "check_expert_counts": "minlength",
+    "check_count_parameters": "input embedding is not active", "check_lr_schedule": "off by one",
+    "check_top_p": "crosses p is kept",
+}
 
 
 def nucleus(logits, p, renormalise=True, keep_crossing=True, ascending=False):
@@ -253,134 +341,82 @@ def nucleus(logits, p, renormalise=True, keep_crossing=True, ascending=False):
 
 @pytest.mark.parametrize("name,wrong,phrase", PLANTED, ids=[f"{p[0]}-{i}" for i, p in enumerate(PLANTED)])
 def test_checker_fails_a_planted_mistake_with_its_hint(name, wrong, phrase, capsys):
-    assert ex.CHECKERS[name](wrong) is False
+    assert ex.CHECKERS[name](wrong).passed is False
     out = capsys.readouterr().out
     assert out.startswith(f"FAIL: {name}: case ") and "Hint:" in out
     assert phrase in out, out
 
 
 def test_every_checker_has_planted_mistakes():
-    assert {p[0] for p in PLANTED} == set(ex.CHECKERS)
+    assert {p[0] for p in PLANTED} == set(ex.CHECKERS) == set(CHAPTER_WARNINGS)
+    for name, phrase in CHAPTER_WARNINGS.items():
+        assert (name, phrase) in {(p[0], p[2]) for p in PLANTED}, f"{name}: its chapter's mistake is not planted"
 
 
-def test_an_exception_in_the_student_function_is_a_reported_fail(capsys):
-    def broken(x, alpha, limit):
-        raise RuntimeError("shape mismatch somewhere")
-    assert ex.check_swiglu(broken) is False
+def test_rmsnorm_in_float16_fails_on_the_chapters_300(capsys):
+    """The chapter's example: 300² overflows float16, so without the upcast the norm returns 0, not 1."""
+    x = torch.full((1, 8), 300.0, dtype=torch.float16)
+    assert fp16_rmsnorm(x, torch.ones(8), 1e-5).abs().max() == 0
+    assert lib_rmsnorm(x, torch.ones(8), 1e-5).float().allclose(torch.ones(1, 8))
+    assert not ex.check_rmsnorm(fp16_rmsnorm)
     out = capsys.readouterr().out
-    assert "FAIL: check_swiglu" in out and "RuntimeError: shape mismatch somewhere" in out
+    assert "float16" in out and "65504" in out, out
 
 
-def test_a_non_function_is_a_reported_fail(capsys):
-    assert ex.check_router(torch.zeros(3)) is False
-    assert "pass the function itself" in capsys.readouterr().out
+# fallback hints point at what to compare; they must not contain the code of a solution
+SOLUTION_CODE = re.compile(r"torch\.\w+\(|\.\w+\(|repeat_interleave|bincount|topk|rsqrt|chunk|cumsum|=\s")
 
 
-def test_the_student_cannot_change_the_reference_in_place(capsys):
-    def in_place(gate_up, alpha, limit):
-        out = swiglu(gate_up, alpha, limit)
-        gate_up.zero_()
-        return out
-    assert ex.check_swiglu(in_place) is True
+@pytest.mark.parametrize("name", list(LIBRARY))
+def test_the_fallback_hint_points_without_solving(name, capsys):
+    ex.CHECKERS[name](LIBRARY[name])
+    hint = ex.FALLBACK_HINTS[name]
+    assert len(hint) > 40 and not SOLUTION_CODE.search(hint), f"{name}: the fallback hint gives code away: {hint}"
 
 
-def test_parse_results_keeps_the_last_line_per_checker():
-    text = "PASS: check_rope: ok\nnoise\nFAIL: check_swiglu: x\n  PASS: check_swiglu: fixed\nFAIL: other\n"
-    assert ex.parse_results(text) == {"check_rope": "PASS", "check_swiglu": "PASS"}
-
-
-def test_grader_rejects_a_folder_without_notebooks(tmp_path, capsys):
-    assert ex.main(["grade", str(tmp_path)]) == 2
-    assert "no .ipynb files" in capsys.readouterr().err
-    assert ex.main(["grade", str(tmp_path / "missing")]) == 2
-
-
-# -- the bulk grader on real notebooks ------------------------------------------
-
-def write_notebook(path, *sources):
-    import nbformat
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
-
-
-def test_grade_folder_of_student_notebooks(tmp_path):
-    header = "import torch\nfrom nanogptoss.book.exercises import check_swiglu, check_router"
-    write_notebook(tmp_path / "alice.ipynb", header,
-                   "def my_swiglu(x, alpha, limit):\n"
-                   "    g, u = x[..., ::2].clamp(max=limit), x[..., 1::2].clamp(-limit, limit)\n"
-                   "    return g * torch.sigmoid(alpha * g) * (u + 1)\ncheck_swiglu(my_swiglu)",
-                   "def my_router(z, k):\n    v, i = z.topk(k, -1)\n    return v.softmax(-1), i\n"
-                   "check_router(my_router)")
-    write_notebook(tmp_path / "bob.ipynb", header,
-                   "def my_swiglu(x, alpha, limit):\n    g, u = x.chunk(2, -1)\n"
-                   "    return g * torch.sigmoid(alpha * g) * (u + 1)\ncheck_swiglu(my_swiglu)",
-                   "undefined_name + 1",  # an error in the middle does not stop the grading
-                   "check_router(lambda z, k: z.softmax(-1).topk(k, -1))")
-    write_notebook(tmp_path / "carol.ipynb", header, "import time\ntime.sleep(60)", "check_swiglu(None)")
-    (tmp_path / "notes.txt").write_text("not a notebook")
-
-    results = ex.grade_folder(tmp_path, timeout=15)
-    by_name = {r.notebook: r for r in results}
-    assert list(by_name) == ["alice.ipynb", "bob.ipynb", "carol.ipynb"]
-    assert by_name["alice.ipynb"].status == "ok"
-    assert by_name["alice.ipynb"].checks == {"check_swiglu": "PASS", "check_router": "PASS"}
-    assert by_name["bob.ipynb"].status.startswith("error") and "NameError" in by_name["bob.ipynb"].status
-    assert by_name["bob.ipynb"].checks == {"check_swiglu": "FAIL", "check_router": "FAIL"}
-    assert by_name["carol.ipynb"].status.startswith("timeout") and by_name["carol.ipynb"].checks == {}
-
-    with open(tmp_path / "grades.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    assert [r["notebook"] for r in rows] == ["alice.ipynb", "bob.ipynb", "carol.ipynb"]
-    assert rows[0]["passed"] == "2/2" and rows[1]["passed"] == "0/2" and rows[2]["passed"] == "0/0"
-    assert rows[0]["check_swiglu"] == "PASS" and rows[1]["check_swiglu"] == "FAIL" and rows[2]["check_swiglu"] == ""
-    md = (tmp_path / "grades.md").read_text()
-    assert md.startswith("| notebook | status | passed | check_swiglu | check_router |") and "alice.ipynb" in md
-
-
-# -- handing out the assignments -------------------------------------------------
-
-def test_strip_removes_solutions_and_outputs(tmp_path, capsys):
-    import nbformat
-    v4 = nbformat.v4
-    cells = [
-        v4.new_markdown_cell("# Chapter"),
-        v4.new_code_cell("plot()", metadata={"tags": ["hide-input"]}),  # a collapsed plot: not a solution
-        v4.new_code_cell("def student_f(x):\n    ...  # your code here"),
-        v4.new_markdown_cell("The worked solution (click to show)."),
-        v4.new_code_cell("def student_f(x):\n    return x", metadata={"tags": ["hide-input"]}),
-        v4.new_code_cell("check_swiglu(student_f)", outputs=[v4.new_output("stream", text="PASS: check_swiglu: ok\n")]),
-        v4.new_code_cell("secret = 1", metadata={"tags": ["solution"]}),
-    ]
-    nb = v4.new_notebook(cells=cells)
-    src = tmp_path / "chapters"
-    src.mkdir()
-    nbformat.write(nb, str(src / "07_x.ipynb"))
-    assert ex.main(["strip", str(src), "--out", str(tmp_path / "student")]) == 0
-    assert "2 solution(s) removed" in capsys.readouterr().out
-    student = nbformat.read(str(tmp_path / "student" / "07_x.ipynb"), as_version=4)
-    sources = [c.source for c in student.cells]
-    assert sources == ["# Chapter", "plot()", "def student_f(x):\n    ...  # your code here", "check_swiglu(student_f)"]
-    assert all(c.outputs == [] for c in student.cells if c.cell_type == "code")
-    # the chapters themselves are never overwritten
-    assert ex.main(["strip", str(src), "--out", str(src)]) == 2
-    assert "overwrite" in capsys.readouterr().err
-
+# -- every chapter's worked solution passes its checker; the stub fails ----------------------
 
 CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+FENCE = re.compile(r"```python\n(.*?)\n```", re.S)
 
 
-def test_the_chapters_with_exercises_are_found():
-    names = {p.stem for p in CHAPTERS}
-    assert {"07_swiglu", "08_router", "09_moe", "10_assembling_gptoss"} <= names
+def chapter_exercises(path):
+    """(checker, function name, stub source, solution source, the chapter's imports) per exercise."""
+    cells = json.loads(path.read_text())["cells"]
+    text = ["".join(c["source"]) for c in cells]
+    imports = "\n".join(line for c, t in zip(cells, text) if c["cell_type"] == "code"
+                        for line in t.splitlines() if re.match(r"(import|from) \w", line))
+    found = []
+    for i, (c, t) in enumerate(zip(cells, text)):
+        m = re.search(r"^(check_\w+)\((\w+)\)", t, re.M)
+        if c["cell_type"] != "code" or not m:
+            continue
+        stub, solution = text[i - 1], text[i + 1]
+        assert "# your code here" in stub, f"{path.name}: the cell before {m.group(1)}(...) is not the stub"
+        assert "solution" in cells[i + 1]["metadata"].get("tags", []), f"{path.name}: no solution after the check"
+        found.append((m.group(1), m.group(2), stub, FENCE.search(solution).group(1), imports))
+    return found
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
-def test_every_checked_exercise_has_a_solution_that_strip_removes(path):
-    import nbformat
-    nb = nbformat.read(str(path), as_version=4)
-    checks = [c for c in nb.cells if c.cell_type == "code" and re.search(r"^check_\w+\(", c.source, re.M)]
-    stripped, n = ex.strip_solutions(nb)
-    assert n == len(checks), f"{path.name}: {len(checks)} checked exercises but {n} solutions found"
-    assert not any("solution" in c.metadata.get("tags", []) for c in stripped.cells)
+def run_exercise(source, name, imports):
+    namespace = {}
+    exec(imports, namespace)
+    exec(source, namespace)
+    return namespace[name]
+
+
+EXERCISES = [(p.stem, *e) for p in CHAPTERS for e in chapter_exercises(p)]
+
+
+def test_the_exercises_are_found_in_every_chapter():
+    assert {e[0][:2] for e in EXERCISES} == {f"{n:02d}" for n in range(13)}
+    assert {e[1] for e in EXERCISES} == set(ex.CHECKERS)
+
+
+@pytest.mark.parametrize("chapter,checker,name,stub,solution,imports", EXERCISES,
+                         ids=[f"{e[0]}-{e[1]}" for e in EXERCISES])
+def test_the_worked_solution_passes_and_the_stub_fails(chapter, checker, name, stub, solution, imports, capsys):
+    assert re.search(rf"^def {name}\(", solution, re.M), f"{chapter}: the solution must define {name}"
+    assert ex.CHECKERS[checker](run_exercise(solution, name, imports)), capsys.readouterr().out
+    assert not ex.CHECKERS[checker](run_exercise(stub, name, imports))
+    assert "returned None" in capsys.readouterr().out.splitlines()[-1]

@@ -113,6 +113,45 @@ def test_auto_picks_sdpa_on_cpu_and_flex_refuses_to_train_there():
         choose_attention("flex", torch.randn(1, 4, 5, 12), k_positions_are_queries=True)
 
 
+class OnGPU:
+    """What choose_attention reads of q, as if q lived on a CUDA GPU (the test runs on a CPU)."""
+
+    def __init__(self, shape=(1, 4, 5, 64), dtype=torch.bfloat16):
+        self.shape, self.dtype, self.device, self.requires_grad = shape, dtype, torch.device("cuda", 0), True
+
+
+@pytest.mark.parametrize("capability,has_aux,expected", [
+    ((7, 5), True, "sdpa"),  # T4: 64 KB of shared memory per SM, Triton's FlexAttention kernels fail
+    ((7, 0), True, "sdpa"),  # V100
+    ((8, 0), True, "flex"),  # A100
+    ((8, 9), True, "flex"),  # L4
+    ((9, 0), True, "flex"),  # H100
+    ((9, 0), False, "sdpa"),  # a torch older than AuxRequest
+])
+def test_auto_picks_flex_only_where_it_is_known_to_work(monkeypatch, capability, has_aux, expected):
+    import nanogptoss.kernels as kernels
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(kernels, "flex_available", lambda: has_aux)
+    assert choose_attention("auto", OnGPU(), k_positions_are_queries=True) == expected
+    assert choose_attention("auto", OnGPU(), k_positions_are_queries=False) == "sdpa"  # cached decoding
+    assert choose_attention("auto", OnGPU(shape=(1, 4, 5, 12)), k_positions_are_queries=True) == "sdpa"
+    if not has_aux:
+        with pytest.raises(ValueError, match="torch >= 2.9"):
+            choose_attention("flex", OnGPU(), k_positions_are_queries=True)
+
+
+def test_flex_available_follows_what_attention_flex_calls():
+    import inspect
+
+    from torch.nn.attention import flex_attention as fa
+
+    from nanogptoss.kernels.attention import flex_available
+    assert flex_available() == (hasattr(fa, "AuxRequest")
+                                and "return_aux" in inspect.signature(fa.flex_attention).parameters)
+    assert flex_available()  # the pinned torch 2.13 of CI has it
+
+
 @pytest.mark.parametrize("impl", ["sdpa", "flex", "auto"])
 def test_blocks_with_each_kernel_equal_the_reference(impl):
     model = randomize_(GPTOSS(tiny_gptoss(attn_impl="reference"))).eval()

@@ -2,33 +2,34 @@
 
 Each `check_*(fn)` calls the student's `fn` on several random inputs (varied shapes,
 dtypes and edge cases), compares every result with the library's own implementation
-and prints one line, "PASS: check_x: ..." or "FAIL: check_x: ...", then returns
-True or False. A failure names the case, what was wrong (type, shape, dtype or
-values) and a hint; where the wrong output matches a typical mistake (interleaved
+and prints one line, "PASS: check_x: ..." or "FAIL: check_x: ...". It returns a
+`CheckResult`, true when the function passed, which a notebook does not display
+(the line says it all). A failure names the case, what was wrong (type, shape, dtype
+or values) and a hint; where the wrong output matches the typical mistake (interleaved
 pairs instead of halves, softmax over all experts, eps outside the square root, an
-off-by-one window, ...) the hint names that mistake. An exception raised by `fn` is
-a failure too, reported with its message, so one broken cell never stops a notebook.
+off-by-one window, float16 arithmetic without the float32 upcast, ...) the hint names
+that mistake, and otherwise it points at what to look at, never at the answer. An
+exception raised by `fn`, or the untouched stub's None, is a failure too, reported
+in one line, so one broken cell never stops a notebook.
 
 The inputs come from a fixed seed, so a result can be reproduced; pass `seed=` for
 other draws. `python -m nanogptoss exercises grade FOLDER` runs every notebook of
-a folder and tabulates the PASS/FAIL lines (see `grade_folder`); `... strip CHAPTERS --out
-DIR` writes the student versions of the chapters, solutions removed.
+a folder and reports each checker per student (nanogptoss.book.grading); `... strip
+CHAPTERS --out DIR` writes the student handouts (nanogptoss.book.handout).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-import re
 import sys
-from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from ..config import get_config
+from ..config import GPT2Config, get_config
+from ..data.stories import bits_per_byte
 from ..model.attention import attention_mask, attention_reference, repeat_kv
 from ..model.generate import next_token_probs
 from ..model.moe import Experts, moe_reference
@@ -39,12 +40,57 @@ from ..model.router import RouterOutput, expert_counts, load_balancing_loss
 from ..model.swiglu import swiglu
 
 CHECKERS: dict[str, Callable] = {}  # name -> checker, in the order of the book
-LINE = re.compile(r"^(PASS|FAIL): (check_\w+)")  # what the grader looks for in a notebook's output
+REFERENCES: dict[str, Callable] = {}  # checker name -> the library's answer, with the exercise's signature
+FALLBACK_HINTS: dict[str, str] = {}  # checker name -> its hint when no named mistake matches (set by a run)
 
 
 def _register(checker: Callable) -> Callable:
     CHECKERS[checker.__name__] = checker
     return checker
+
+
+class CheckResult:
+    """What a checker found. True when the student's function passed; `message` is the
+    line it printed (without "PASS: name: "). Jupyter shows nothing for it: the printed
+    line is the report, so a checker cell never ends with a stray `True`."""
+
+    __slots__ = ("name", "passed", "message")
+
+    def __init__(self, name: str, passed: bool, message: str):
+        self.name, self.passed, self.message = name, passed, message
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"<{self.name}: {'PASS' if self.passed else 'FAIL'}>"
+
+    def _ipython_display_(self):
+        pass  # the PASS/FAIL line is already printed
+
+
+# -- the library's versions that stand in for a chapter's own code in a handout -------
+
+_stand_in_calls: list[str] = []  # names of stand-ins called while a checker runs
+
+
+def reference(checker: str) -> Callable:
+    """The library's answer to `checker`'s exercise, with the exercise's signature.
+
+    A handout (nanogptoss.book.handout) calls it where the chapter's own code for the
+    exercise stood, so that the rest of the chapter still runs; a checker given a
+    function that calls it fails: the point is to write it yourself.
+    """
+    if checker not in REFERENCES:
+        raise ValueError(f"no exercise reference for {checker!r}; known: {', '.join(REFERENCES)}")
+    library = REFERENCES[checker]
+
+    def stand_in(*args, **kwargs):
+        _stand_in_calls.append(checker)
+        return library(*args, **kwargs)
+
+    stand_in.__name__ = stand_in.__qualname__ = f"reference_{checker[len('check_'):]}"
+    return stand_in
 
 
 class Case(NamedTuple):
@@ -100,28 +146,47 @@ def _same(out, wrong, atol: float, rtol: float) -> bool:
     if isinstance(wrong, tuple):
         return (isinstance(out, (tuple, list)) and len(out) == len(wrong)
                 and all(_same(o, w, atol, rtol) for o, w in zip(out, wrong)))
+    if isinstance(wrong, (int, float)):
+        return _number_problem(out, wrong) is None
     return _tensor_problem(out, wrong, atol, rtol) is None
 
 
-def _report(name: str, ok: bool, message: str) -> bool:
+def _report(name: str, ok: bool, message: str) -> CheckResult:
     print(f"{'PASS' if ok else 'FAIL'}: {name}: {message}")
-    return ok
+    return CheckResult(name, ok, message)
 
 
-def _run(name: str, fn: Callable, cases: list[Case], mistakes: list[Mistake], reference: str,
-         hint: str, compare: Callable | None = None) -> bool:
-    """Call `fn` on every case; the first disagreement is reported with the best hint found."""
+STUB = "your function returned None, so it is still the stub: write its body in place of `...` and return the result"
+
+
+def _run(name: str, fn: Callable, cases: list[Case], mistakes: list[Mistake], library: str,
+         hint: str, compare: Callable | None = None, call: Callable | None = None) -> CheckResult:
+    """Call `fn` on every case; the first disagreement is reported with the best hint found.
+
+    `hint` is the fallback when no named mistake matches: it points at what to compare
+    with the chapter, it does not give the code. `call(fn, *args)` replaces `fn(*args)`
+    where the exercise's function is called in a loop (a schedule over all steps).
+    """
+    FALLBACK_HINTS[name] = hint
     if not callable(fn):
         return _report(name, False, f"expected a function, got a {type(fn).__name__}. "
                                     f"Hint: pass the function itself, e.g. {name}(my_fn), not my_fn(...)")
     compare = compare or (lambda out, c: _tensor_problem(out, c.expected, c.atol, c.rtol))
+    call = call or (lambda f, *args: f(*args))
     for case in cases:
+        del _stand_in_calls[:]
         try:
             with torch.no_grad():
-                out = fn(*_clone(case.args))
+                out = call(fn, *_clone(case.args))
         except Exception as exc:  # the student's code: report whatever it raised
             return _report(name, False, f"case {case.label}: your function raised "
                                         f"{type(exc).__name__}: {exc}. Hint: {hint}")
+        if _stand_in_calls:
+            return _report(name, False, f"your function calls reference({_stand_in_calls[0]!r}), the library's "
+                                        "version that stands in for the chapter's code in the handout. "
+                                        "Hint: write the computation yourself")
+        if out is None:
+            return _report(name, False, STUB)
         problem = compare(out, case)
         if problem is None:
             continue
@@ -136,7 +201,7 @@ def _run(name: str, fn: Callable, cases: list[Case], mistakes: list[Mistake], re
                 specific = mistake.hint
                 break
         return _report(name, False, f"case {case.label}: {problem}. Hint: {specific}")
-    return _report(name, True, f"all {len(cases)} cases match {reference}")
+    return _report(name, True, f"all {len(cases)} cases match {library}")
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -154,13 +219,81 @@ def _shape(t: torch.Tensor) -> str:
 BF16 = dict(atol=3e-2, rtol=3e-2)
 
 
+# -- chapter 0: bits per byte -----------------------------------------------------
+
+def _bpb_ref(loss_nats_per_token, n_tokens, n_bytes):
+    return bits_per_byte(loss_nats_per_token, {"count": n_tokens, "bytes": n_bytes})
+
+
+def _number_problem(out, expected: float, rel: float = 1e-9):
+    if isinstance(out, torch.Tensor) and out.numel() == 1:
+        out = out.item()
+    if isinstance(out, bool) or not isinstance(out, (int, float)):
+        return f"the result is a {type(out).__name__}, expected a number"
+    if math.isclose(out, expected, rel_tol=rel):
+        return None
+    return f"got {out:.6g}, expected {expected:.6g} (ratio {out / expected:.4g})" if expected else f"got {out:.6g}"
+
+
+@_register
+def check_bits_per_byte(fn: Callable, seed: int = 0) -> CheckResult:
+    """fn(loss_nats_per_token, n_tokens, n_bytes) -> the text's cross-entropy in bits per UTF-8 byte."""
+    g = _gen(seed)
+    cases = [Case(f"loss {loss:.4g} nats/token, {n_tokens:,} tokens, {n_bytes:,} bytes",
+                  (loss, n_tokens, n_bytes), _bpb_ref(loss, n_tokens, n_bytes))
+             for loss, n_tokens, n_bytes in ((2.0, 1000, 4000), (math.log(4096), 12_345, 40_000), (0.5, 1, 1),
+                                             (float(1 + 3 * torch.rand(1, generator=g)), 777, 3_100))]
+    mistakes = [
+        Mistake(lambda l, t, b: l * t / b, "the loss is in nats: divide by ln 2 to turn nats into bits"),
+        Mistake(lambda l, t, b: l * t / b * math.log(2), "divide by ln 2 (nats to bits), do not multiply"),
+        Mistake(lambda l, t, b: l / math.log(2), "that is bits per token: scale by tokens per byte, n_tokens / n_bytes"),
+        Mistake(lambda l, t, b: l * b / t / math.log(2), "tokens per byte is n_tokens / n_bytes, not n_bytes / n_tokens"),
+    ]
+    return _run("check_bits_per_byte", fn, cases, mistakes, "nanogptoss.data.stories.bits_per_byte",
+                "the total information of the text is the loss per token times the tokens; spread it over the "
+                "bytes, in bits", lambda out, c: _number_problem(out, c.expected))
+
+
+# -- chapter 1: GPT-2's parameters ---------------------------------------------------
+
+@_register
+def check_gpt2_parameters(fn: Callable, seed: int = 0) -> CheckResult:
+    """fn(config) -> the parameter count of a GPT-2 config (tied embeddings, learned positions)."""
+    configs = [("GPT-2 small", GPT2Config()), ("cpu-tiny as a GPT-2", get_config("cpu-tiny", model="gpt2")),
+               ("colab-t4 as a GPT-2", get_config("colab-t4", model="gpt2"))]
+    cases = [Case(name, (c,), count_parameters(c).total) for name, c in configs]
+
+    def compare(out, case):
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            out = out.item()
+        if isinstance(out, float) and out.is_integer():
+            out = int(out)
+        if isinstance(out, bool) or not isinstance(out, int):
+            return f"the result is a {type(out).__name__}, expected an int"
+        c, diff = case.args[0], out - case.expected
+        if diff == 0:
+            return None
+        V, T, L, d = c.vocab_size, c.max_position_embeddings, c.num_hidden_layers, c.hidden_size
+        known = {V * d: "the embedding is tied to the unembedding: count the vocab_size × hidden_size matrix once",
+                 -T * d: "the learned position embeddings, max_position_embeddings × hidden_size",
+                 -(L * (4 * d + 4 * d + d) + 0): "the biases of the linear layers",
+                 -(L * 2 * d + d): "the LayerNorms have a bias as well as a weight",
+                 -2 * d: "the final LayerNorm, weight and bias"}
+        why = f": {known[diff]}" if diff in known else ""
+        return f"got {out:,}, expected {case.expected:,} (off by {diff:+,}{why})"
+
+    return _run("check_gpt2_parameters", fn, cases, [], "nanogptoss.count_parameters",
+                "count one block part by part (two LayerNorms, attention, MLP, each linear layer with its bias), "
+                "then the embeddings and the final LayerNorm, and compare with the chapter's table", compare)
+
+
 # -- chapter 2: RMSNorm -------------------------------------------------------
 
-def _rmsnorm_ref(x, weight, eps):
-    norm = RMSNorm(x.shape[-1], eps)
+def _rmsnorm_ref(x, weight, eps=1e-5):
+    norm = RMSNorm(x.shape[-1], eps).to(x.device)
     with torch.no_grad():
         norm.weight.copy_(weight)
-    return norm(x)
+        return norm(x)
 
 
 @_register
@@ -172,16 +305,23 @@ def check_rmsnorm(fn: Callable, seed: int = 0) -> bool:
                                      ((2, 3, 16), torch.float32, 1e-5, 3.0),
                                      ((5, 8), torch.float32, 0.1, 1.0),  # a large eps shows where it sits
                                      ((3, 8), torch.float32, 1e-5, 1e-3),  # tiny activations: eps matters
-                                     ((2, 4, 32), torch.bfloat16, 1e-5, 1.0)):
+                                     ((2, 4, 32), torch.bfloat16, 1e-5, 1.0),
+                                     ((2, 8), torch.float16, 1e-5, 300.0)):  # the chapter's example: 300² > 65504
         x = _randn(g, *shape, scale=scale).to(dtype)
+        if dtype == torch.float16:
+            x[0] = 300.0  # x² overflows float16, so only a float32 computation gets 1.0 here
         w = 1.0 + 0.5 * _randn(g, shape[-1])
-        tol = BF16 if dtype == torch.bfloat16 else {}
-        cases.append(Case(f"x {_shape(x)}, eps={eps}, |x|~{scale}", (x, w, eps), _rmsnorm_ref(x, w, eps), **tol))
+        tol = BF16 if dtype in (torch.bfloat16, torch.float16) else {}
+        label = f"x {_shape(x)}, eps={eps}, |x|~{scale:g}" + (", first row all 300.0" if dtype == torch.float16 else "")
+        cases.append(Case(label, (x, w, eps), _rmsnorm_ref(x, w, eps).detach(), **tol))
 
     def f32(fn):
         return lambda x, w, eps: fn(x.float(), w.float(), eps).to(x.dtype)
 
     mistakes = [
+        Mistake(lambda x, w, eps: w.to(x.dtype) * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps),
+                "compute in float32 and cast the result back to x's dtype: in float16, x² overflows above "
+                "65504 (300² = 90,000 becomes inf, and x / inf = 0), the chapter's own example"),
         Mistake(f32(lambda x, w, eps: w * x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps)),
                 "eps goes inside the square root: x / sqrt(mean(x²) + eps), not x / (sqrt(mean(x²)) + eps)"),
         Mistake(f32(lambda x, w, eps: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)),
@@ -196,7 +336,8 @@ def check_rmsnorm(fn: Callable, seed: int = 0) -> bool:
                 "compute in float32 but return x's dtype: cast back with .to(x.dtype)"),
     ]
     return _run("check_rmsnorm", fn, cases, mistakes, "nanogptoss.RMSNorm",
-                "y = weight · x / sqrt(mean(x², dim=-1) + eps), computed in float32, cast back to x.dtype")
+                "compare your steps with the chapter's formula on the case above: which dimension the mean runs "
+                "over, where eps sits, the learned weight, and the dtype each step is computed in")
 
 
 # -- chapter 3: RoPE ----------------------------------------------------------
@@ -247,8 +388,8 @@ def check_rope(fn: Callable, seed: int = 0) -> bool:
                 "rotate by the given positions, not by 0..T−1 (during decoding they start later)"),
     ]
     return _run("check_rope", fn, cases, mistakes, "nanogptoss.model.rope (RotaryEmbedding + apply_rotary_emb)",
-                "split x into halves x1, x2; angle = position · theta^(−2i/h); "
-                "return cat(x1·cos − x2·sin, x2·cos + x1·sin)")
+                "check against the chapter which dimensions form a pair, the frequency of pair i, "
+                "and the direction of the rotation")
 
 
 # -- chapter 4: grouped-query attention ---------------------------------------
@@ -269,12 +410,13 @@ def check_repeat_kv(fn: Callable, seed: int = 0) -> bool:
                 "repeat along the head dimension (dim=1), not the time dimension"),
     ]
     return _run("check_repeat_kv", fn, cases, mistakes, "nanogptoss.model.attention.repeat_kv",
-                "k.repeat_interleave(n_rep, dim=1) gives (B, G·n_rep, T, h)")
+                "query heads g·n_rep .. g·n_rep + n_rep − 1 all read K/V head g: check the order of the copies "
+                "and the dimension you copy along")
 
 
 # -- chapter 5: sliding-window attention and sinks ---------------------------
 
-def _mask_ref(T, window):
+def _mask_ref(T, window=None):
     pos = torch.arange(T)
     return attention_mask(pos, pos, window)
 
@@ -308,7 +450,8 @@ def check_sliding_window_mask(fn: Callable, seed: int = 0) -> bool:
         return _tensor_problem(out, case.expected, 0, 0)
 
     return _run("check_sliding_window_mask", fn, cases, mistakes, "nanogptoss.model.attention.attention_mask",
-                "mask[t, u] = (u <= t) and (window is None or t − u < window)", compare)
+                "print your mask for the case above next to the chapter's picture: check the causal "
+                "triangle and the window's edge", compare)
 
 
 def _sink_ref(q, k, v, sinks):
@@ -351,8 +494,8 @@ def check_sink_attention(fn: Callable, seed: int = 0) -> bool:
                 "scale the scores by 1/sqrt(head_dim)"),
     ]
     return _run("check_sink_attention", fn, cases, mistakes, "nanogptoss.model.attention.attention_reference",
-                "scores = q·kᵀ/√h, future masked with −inf, append the head's sink logit as a last column, "
-                "softmax, drop that column, multiply by v")
+                "the sink is one more logit in each row's softmax that no value goes with; "
+                "check the scale and the causal mask too")
 
 
 # -- chapter 7: the clamped SwiGLU --------------------------------------------
@@ -403,8 +546,8 @@ def check_swiglu(fn: Callable, seed: int = 0) -> bool:
                 "use alpha inside the sigmoid: gate · sigmoid(alpha · gate)"),
     ]
     return _run("check_swiglu", fn, cases, mistakes, "nanogptoss.model.swiglu.swiglu",
-                "gate = x[..., ::2].clamp(max=limit); up = x[..., 1::2].clamp(−limit, limit); "
-                "return gate · sigmoid(alpha·gate) · (up + 1)")
+                "check which columns are the gate and which the up projection, both clamps, "
+                "where alpha goes and the +1, against the chapter's formula")
 
 
 # -- chapter 8: the router ----------------------------------------------------
@@ -465,7 +608,8 @@ def check_router(fn: Callable, seed: int = 0) -> bool:
                 "softmax along the last dimension (over each token's k experts), not over tokens"),
     ]
     return _run("check_router", fn, cases, mistakes, "nanogptoss.model.router.Router (top-k, softmax over the chosen)",
-                "values, indices = torch.topk(logits, k, dim=-1); weights = softmax(values, dim=-1)", compare)
+                "the k experts are the k largest logits, and their weights come from those k logits alone",
+                compare)
 
 
 @_register
@@ -520,9 +664,8 @@ def check_load_balancing_loss(fn: Callable, seed: int = 0) -> bool:
                 "average the softmax probabilities, not the raw logits"),
     ]
     return _run("check_load_balancing_loss", fn, cases, mistakes, "nanogptoss.model.router.load_balancing_loss",
-                "E · Σ_e (count_e / N) · mean_n softmax(logits)[n, e], where count_e counts the top-k choices "
-                "that went to expert e",
-                compare)
+                "compute the chapter's two vectors separately, the fraction of assignments f and the mean "
+                "probability P per expert, and compare each with a hand count on a small input", compare)
 
 
 # -- chapter 9: mixture of experts -------------------------------------------
@@ -588,8 +731,8 @@ def check_moe(fn: Callable, seed: int = 0) -> bool:
                 "the routing weight multiplies the whole expert output, down_bias[e] included"),
     ]
     return _run("check_moe", fn, cases, mistakes, "nanogptoss.model.moe.moe_reference",
-                "for each token and each of its k (weight, e): "
-                "out += weight · (swiglu(x @ gate_up_proj[e] + gate_up_bias[e]) @ down_proj[e] + down_bias[e])")
+                "write the plain loop over tokens and their k choices first (the chapter's moe_token_loop), "
+                "make it pass, then vectorise")
 
 
 @_register
@@ -616,7 +759,8 @@ def check_expert_counts(fn: Callable, seed: int = 0) -> bool:
                 "count all k choices of each token, not only the first"),
     ]
     return _run("check_expert_counts", fn, cases, mistakes, "nanogptoss.model.router.expert_counts",
-                "torch.bincount(indices.reshape(-1), minlength=num_experts)", compare)
+                "every expert gets a count, unused ones too, and every one of a token's k choices counts",
+                compare)
 
 
 # -- chapter 10: the whole model ----------------------------------------------
@@ -651,8 +795,8 @@ def check_count_parameters(fn: Callable, seed: int = 0) -> bool:
         return "; ".join(problems) or None
 
     return _run("check_count_parameters", fn, cases, [], "nanogptoss.model.params.count_parameters",
-                "per layer: 2 RMSNorm scales, q/k/v/o with biases, H sinks, a router (d·E + E) and E experts "
-                "(d·2f + 2f + f·d + d each); plus the embedding, the final norm and the unembedding", compare)
+                "count one layer part by part (norms, attention with its biases and sinks, router, experts) "
+                "and compare with the chapter's breakdown; then the embeddings and the final norm", compare)
 
 
 def _explain(c, diff: int, what: str) -> str:
@@ -673,6 +817,64 @@ def _explain(c, diff: int, what: str) -> str:
     if what == "total":
         known[-L * (E - k) * expert] = "the total counts all num_experts experts, not experts_per_token"
     return f": {known[diff]}" if diff in known else ""
+
+
+# -- chapter 11: the learning-rate schedule -------------------------------------------
+
+def _schedule_configs():
+    from ..training.train import TrainConfig
+    return [TrainConfig(lr=3e-3, min_lr=3e-4, warmup_steps=10, max_steps=100),
+            TrainConfig(lr=1e-3, min_lr=0.0, warmup_steps=1, max_steps=40),
+            TrainConfig(lr=2e-3, min_lr=2e-4, warmup_steps=50, max_steps=500)]
+
+
+def _curve(fn, cfg):
+    values = [fn(step, cfg) for step in range(cfg.max_steps)]
+    if any(v is None for v in values):
+        return None
+    return torch.tensor([float(v) for v in values], dtype=torch.float64)
+
+
+@_register
+def check_lr_schedule(fn: Callable, seed: int = 0) -> CheckResult:
+    """fn(step, cfg) -> the learning rate of optimizer step `step`: linear warmup, then a cosine
+    down to cfg.min_lr; compared with nanogptoss.training.train.lr_at at every step of a run."""
+    from ..training.train import lr_at
+
+    cases = []
+    for cfg in _schedule_configs():
+        expected = torch.tensor([lr_at(s, cfg) for s in range(cfg.max_steps)], dtype=torch.float64)
+        cases.append(Case(f"lr={cfg.lr:g}, min_lr={cfg.min_lr:g}, warmup_steps={cfg.warmup_steps}, "
+                          f"max_steps={cfg.max_steps}", (cfg,), expected, atol=1e-12, rtol=1e-9))
+
+    def wrong(schedule):
+        return lambda cfg: torch.tensor([schedule(s, cfg) for s in range(cfg.max_steps)], dtype=torch.float64)
+
+    def cosine(step, cfg, floor=None, span=None):
+        floor = cfg.min_lr if floor is None else floor
+        span = cfg.max_steps - cfg.warmup_steps if span is None else span
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, span))
+        return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
+
+    def warm(step, cfg, then=cosine, plus_one=True):
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + plus_one) / cfg.warmup_steps
+        return then(step, cfg)
+
+    mistakes = [
+        Mistake(wrong(lambda s, c: warm(s, c, plus_one=False)),
+                "off by one in the warmup: step 0 already trains, so it gets lr · 1 / warmup_steps, not 0"),
+        Mistake(wrong(lambda s, c: warm(s, c, then=lambda s, c: cosine(s, c, floor=0.0))),
+                "the cosine ends at cfg.min_lr, not at 0"),
+        Mistake(wrong(lambda s, c: warm(s, c, then=lambda s, c: cosine(s, c, span=c.max_steps))),
+                "the cosine runs over the steps after the warmup, max_steps − warmup_steps of them"),
+        Mistake(wrong(lambda s, c: warm(s, c, then=lambda s, c: c.min_lr + (c.lr - c.min_lr) * max(
+            0.0, 1 - (s - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps)))),
+                "the decay follows half a cosine, not a straight line"),
+    ]
+    return _run("check_lr_schedule", fn, cases, mistakes, "nanogptoss.training.train.lr_at",
+                "plot your schedule next to lr_at's for the case above and compare the first steps, "
+                "the peak and the last step", call=lambda f, cfg: _curve(f, cfg))
 
 
 # -- chapter 12: sampling ------------------------------------------------------
@@ -714,183 +916,75 @@ def check_top_p(fn: Callable, seed: int = 0) -> bool:
                 "(the token that crosses p is kept)"),
     ]
     return _run("check_top_p", fn, cases, mistakes, "nanogptoss.next_token_probs (what sample_next draws from)",
-                "softmax, sort descending, keep a token while the mass before it is < p, zero the rest, renormalise",
-                compare)
+                "look at which tokens you keep on the case above: sort by probability, decide from the "
+                "cumulative mass, and make the kept probabilities a distribution", compare)
 
 
-# -- the bulk grader ------------------------------------------------------------
+# -- the library's answers, with each exercise's signature ------------------------------
 
-class NotebookResult(NamedTuple):
-    notebook: str
-    status: str  # "ok", "error: <what>", "timeout"
-    checks: dict  # checker name -> "PASS" / "FAIL" (the last line printed by that checker)
+def _top_p_ref(logits, p):
+    return next_token_probs(logits, top_p=p)
 
 
-def _outputs_text(nb) -> str:
-    chunks = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream":
-                chunks.append(out.get("text", ""))
-            elif "data" in out and "text/plain" in out["data"]:
-                chunks.append(out["data"]["text/plain"])
-    # outputs do not always end with a newline ("True"): keep each on its own lines
-    return "\n".join(chunks)
+def _count_ref(config):
+    p = count_parameters(config)
+    return p.total, p.active
 
 
-def parse_results(text: str) -> dict:
-    """Checker name -> "PASS"/"FAIL" from printed output; a checker run twice keeps its last result."""
-    checks = {}
-    for line in text.splitlines():
-        m = LINE.match(line.strip())
-        if m:
-            checks[m.group(2)] = m.group(1)
-    return checks
+def _lr_ref(step, cfg):
+    from ..training.train import lr_at
+    return lr_at(step, cfg)
 
 
-def grade_notebook(path: Path, timeout: int = 120, kernel_name: str = "python3") -> NotebookResult:
-    """Run one notebook top to bottom (in its own folder) and collect its checkers' results.
-
-    Errors do not stop the run (a broken cell fails only what depends on it); a cell
-    running longer than `timeout` seconds stops the notebook and is reported.
-    """
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    try:
-        nb = nbformat.read(str(path), as_version=4)
-    except Exception as exc:  # not a notebook at all
-        return NotebookResult(path.name, f"error: unreadable notebook ({type(exc).__name__}: {exc})", {})
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
-    status = "ok"
-    try:
-        client.execute()
-    except CellTimeoutError:
-        status = f"timeout (a cell ran over {timeout} s)"
-    except DeadKernelError:
-        status = "error: the kernel died"
-    except Exception as exc:
-        status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    if status == "ok":
-        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-        if errors:
-            status = f"error: {len(errors)} cell(s) raised, first {errors[0].get('ename')}: {errors[0].get('evalue')}"
-    return NotebookResult(path.name, status, parse_results(_outputs_text(nb)))
+# name -> (the checker it answers, the library's version). Checker names are the exercises;
+# the other names are the chapters' own from-scratch copies that a handout replaces.
+REFERENCES.update({
+    "check_bits_per_byte": _bpb_ref,
+    "check_gpt2_parameters": lambda config: count_parameters(config).total,
+    "check_rmsnorm": _rmsnorm_ref,
+    "check_rope": _rope_ref,
+    "check_repeat_kv": repeat_kv,
+    "check_sliding_window_mask": _mask_ref,
+    "check_sink_attention": _sink_ref,
+    "check_swiglu": swiglu,
+    "check_router": _router_ref,
+    "check_load_balancing_loss": load_balancing_loss,
+    "check_moe": _moe_ref,
+    "check_expert_counts": expert_counts,
+    "check_count_parameters": _count_ref,
+    "check_lr_schedule": _lr_ref,
+    "check_top_p": _top_p_ref,
+    "next_token_probs": next_token_probs,  # what chapter 12's filtered_probs computes, all knobs
+})
 
 
-def grade_folder(folder, out: str | Path | None = None, timeout: int = 120,
-                 kernel_name: str = "python3") -> list[NotebookResult]:
-    """Grade every *.ipynb in `folder` (not recursive); write `out`.csv and `out`.md.
+# -- the grader and the handouts live in their own modules ------------------------------
 
-    `out` defaults to FOLDER/grades. Columns: notebook, status, passed (out of the
-    checkers that notebook ran), then one column per checker: PASS, FAIL or empty.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder; give the folder that holds the students' .ipynb files")
-    notebooks = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
-    if not notebooks:
-        raise ValueError(f"no .ipynb files in {folder}")
-    results = []
-    for path in notebooks:
-        print(f"grading {path.name} ...", flush=True)
-        results.append(grade_notebook(path, timeout, kernel_name))
-    write_summary(results, folder / "grades" if out is None else Path(out))
-    return results
+def grade_folder(*args, **kwargs):
+    from .grading import grade_folder as grade
+    return grade(*args, **kwargs)
 
 
-def write_summary(results: list[NotebookResult], out: Path) -> None:
-    seen = {name for r in results for name in r.checks}
-    names = [n for n in CHECKERS if n in seen] + sorted(seen - set(CHECKERS))
-    header = ["notebook", "status", "passed"] + names
-    rows = []
-    for r in results:
-        passed = sum(v == "PASS" for v in r.checks.values())
-        rows.append([r.notebook, r.status, f"{passed}/{len(r.checks)}"] + [r.checks.get(n, "") for n in names])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".csv"), "w", newline="") as fh:
-        csv.writer(fh).writerows([header] + rows)
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.md')}")
-
-
-# -- handing out the assignments -------------------------------------------------
-
-SOLUTION_INTRO = "The worked solution"  # how the book introduces a collapsed solution cell
-
-
-def is_solution(cells, i: int) -> bool:
-    """A solution cell: tagged "solution", or a collapsed (hide-input) code cell right after
-    the book's "The worked solution ..." sentence."""
-    cell = cells[i]
-    if cell.cell_type != "code":
-        return False
-    tags = cell.get("metadata", {}).get("tags", [])
-    if "solution" in tags:
-        return True
-    before = cells[i - 1] if i > 0 else None
-    return ("hide-input" in tags and before is not None and before.cell_type == "markdown"
-            and before.source.lstrip().startswith(SOLUTION_INTRO))
-
-
-def strip_solutions(nb):
-    """The student version of a chapter: solution cells and their introductions removed,
-    every output cleared. Returns the notebook and the number of solutions removed."""
-    cells, drop = nb.cells, set()
-    for i in range(len(cells)):
-        if is_solution(cells, i):
-            drop.add(i)
-            if i > 0 and cells[i - 1].cell_type == "markdown" and cells[i - 1].source.lstrip().startswith(SOLUTION_INTRO):
-                drop.add(i - 1)
-    nb.cells = [c for i, c in enumerate(cells) if i not in drop]
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    return nb, sum(cells[i].cell_type == "code" for i in drop)
-
-
-def strip_folder(sources, out) -> list[Path]:
-    """Write the student version of each notebook in `sources` (files or folders) into `out`."""
-    import nbformat
-
-    paths = []
-    for src in map(Path, sources):
-        if src.is_dir():
-            paths += sorted(src.glob("*.ipynb"))
-        elif src.suffix == ".ipynb" and src.exists():
-            paths.append(src)
-        else:
-            raise ValueError(f"{src} is neither a folder nor an existing .ipynb file")
-    out = Path(out)
-    if any(out.resolve() == p.parent.resolve() for p in paths):
-        raise ValueError(f"--out {out} would overwrite the chapters themselves; choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in paths:
-        nb, n = strip_solutions(nbformat.read(str(path), as_version=4))
-        nbformat.write(nb, str(out / path.name))
-        print(f"{path.name}: {n} solution(s) removed")
-        written.append(out / path.name)
-    return written
+def strip_folder(*args, **kwargs):
+    from .handout import strip_folder as strip
+    return strip(*args, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanogptoss exercises",
-                                     description="Grade a folder of student notebooks with the book's checkers.")
+                                     description="Hand out the book's exercises and grade the students' notebooks.")
     sub = parser.add_subparsers(dest="command", required=True)
-    grade = sub.add_parser("grade", help="run every notebook in FOLDER and tabulate PASS/FAIL per checker")
+    grade = sub.add_parser("grade", help="run every notebook in FOLDER and report each checker per student")
     grade.add_argument("folder")
-    grade.add_argument("--out", default=None, help="summary path without suffix (default: FOLDER/grades)")
+    grade.add_argument("--out", default=None,
+                       help="folder for grades.md/.csv, results.csv and the executed notebooks (default FOLDER/graded)")
     grade.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell (default 120)")
+    grade.add_argument("--jobs", type=int, default=1, help="notebooks run side by side (default 1)")
+    grade.add_argument("--threads", type=int, default=1, help="torch threads per notebook (default 1)")
     grade.add_argument("--kernel", default="python3", help="Jupyter kernel to run the notebooks with")
-    strip = sub.add_parser("strip", help="write student versions of chapter notebooks: solutions removed")
+    strip = sub.add_parser("strip", help="write student handouts of chapter notebooks: solutions and answers removed")
     strip.add_argument("sources", nargs="+", help="notebooks or folders of notebooks")
-    strip.add_argument("--out", required=True, help="folder for the student versions")
+    strip.add_argument("--out", required=True, help="folder for the handouts")
     sub.add_parser("list", help="list the checkers")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -901,13 +995,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "strip":
             strip_folder(args.sources, args.out)
             return 0
-        results = grade_folder(args.folder, args.out, args.timeout, args.kernel)
+        grade_folder(args.folder, args.out, args.timeout, args.kernel, jobs=args.jobs, threads=args.threads)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for r in results:
-        passed = sum(v == "PASS" for v in r.checks.values())
-        print(f"{r.notebook}: {passed}/{len(r.checks)} passed ({r.status})")
     return 0
 
 

@@ -152,8 +152,13 @@ def _check_hub_reachable(timeout: float = 5.0) -> None:
             "--data synthetic, or set HF_HUB_OFFLINE=1 to use a copy in the datasets cache.") from None
 
 
-def load_hub(split: str = "train") -> list[str]:
-    """TinyStories through `datasets.load_dataset`, failing fast with advice when offline."""
+def load_hub(split: str = "train", limit: int | None = None) -> list[str]:
+    """TinyStories through `datasets.load_dataset`, failing fast with advice when offline.
+
+    With a `limit`, only that many stories are read: streamed from the hub (a Colab session
+    starts in seconds instead of downloading and preparing all ~2.1M stories), or, with
+    HF_HUB_OFFLINE=1, sliced out of the datasets cache at load time.
+    """
     try:
         import datasets
     except ImportError:
@@ -162,16 +167,29 @@ def load_hub(split: str = "train") -> list[str]:
     if not offline:
         _check_hub_reachable()
     try:
-        ds = datasets.load_dataset(HUB_NAME, split=split)
+        if limit and not offline:
+            ds = datasets.load_dataset(HUB_NAME, split=split, streaming=True)
+        else:
+            ds = datasets.load_dataset(HUB_NAME, split=f"{split}[:{limit}]" if limit else split)
+        stories, field = [], None
+        for record in ds:  # a stream may not know its columns before its first record
+            if field is None:
+                field = next((f for f in TEXT_FIELDS if f in record), None)
+                if field is None:
+                    raise DataUnavailable(f"{HUB_NAME}: expected a 'text' or 'story' column, found {list(record)}")
+            story = (record[field] or "").strip()
+            if story:
+                stories.append(story)
+                if limit and len(stories) == limit:
+                    break
+        return stories
+    except DataUnavailable:
+        raise
     except Exception as err:
         raise DataUnavailable(
             f"could not load {HUB_NAME!r} ({'HF_HUB_OFFLINE=1 is set' if offline else 'no connection to the hub?'}: "
             f"{type(err).__name__}: {str(err)[:200]}). Point --data (or NANOGPTOSS_DATA) at a local copy "
             "(.txt with <|endoftext|> separators, .jsonl or .parquet), or use --data synthetic.") from None
-    field = next((f for f in TEXT_FIELDS if f in ds.column_names), None)
-    if field is None:
-        raise DataUnavailable(f"{HUB_NAME}: expected a 'text' or 'story' column, found {ds.column_names}")
-    return [s.strip() for s in ds[field] if s and s.strip()]
 
 
 def load_texts(source: str = "tinystories", split: str = "train", limit: int | None = None,
@@ -189,7 +207,7 @@ def load_texts(source: str = "tinystories", split: str = "train", limit: int | N
         return generate_stories(n, seed=seed * 2 + (split == "validation"))
     if source == "tinystories":
         local = os.environ.get("NANOGPTOSS_DATA")
-        stories = load_local(local, split) if local else load_hub(split)
+        stories = load_local(local, split) if local else load_hub(split, limit)
     else:
         stories = load_local(source, split)
     return stories[:limit] if limit else stories

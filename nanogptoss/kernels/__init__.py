@@ -14,7 +14,7 @@ import torch
 
 from ..model import attention as readable_attention
 from ..model.moe import moe_dispatch, moe_reference
-from .attention import FLEX_DTYPES, attention_flex, attention_sdpa
+from .attention import FLEX_DTYPES, FLEX_MIN_CAPABILITY, attention_flex, attention_sdpa, flex_available
 from .moe import grouped_mm_dtype, grouped_mm_supported, moe_gather, moe_grouped, moe_sorted
 
 # name -> function(q, k, v, q_positions, k_positions, sliding_window, sinks)
@@ -29,18 +29,29 @@ def _flex_ok(q: torch.Tensor) -> bool:
     return q.dtype in FLEX_DTYPES and h >= 16 and h & (h - 1) == 0
 
 
+def flex_suits(device: torch.device) -> bool:
+    """Is compiled FlexAttention known to work here: a CUDA GPU of compute capability 8.0 or
+    more (not a T4 or V100) and a torch that has what attention_flex calls?"""
+    return (device.type == "cuda" and tuple(torch.cuda.get_device_capability(device)) >= FLEX_MIN_CAPABILITY
+            and flex_available())
+
+
 def choose_attention(impl: str, q: torch.Tensor, k_positions_are_queries: bool) -> str:
     """The attention kernel for one call.
 
-    "auto" picks FlexAttention on a CUDA GPU for a whole sequence (training, a prompt
-    without cache) in the dtypes and head sizes its kernel takes, and SDPA everywhere
-    else: on a CPU (FlexAttention runs unfused there, without a backward pass) and for
-    cached decoding, whose few query rows leave no blocks to skip.
+    "auto" picks FlexAttention for a whole sequence (training, a prompt without cache) in
+    the dtypes and head sizes its kernel takes, on a GPU where it is known to work
+    (`flex_suits`), and SDPA everywhere else: on older GPUs and torches, on a CPU
+    (FlexAttention runs unfused there, without a backward pass) and for cached decoding,
+    whose few query rows leave no blocks to skip.
     """
     if impl == "auto":
         whole_sequence = k_positions_are_queries
-        return "flex" if q.device.type == "cuda" and _flex_ok(q) and whole_sequence else "sdpa"
+        return "flex" if whole_sequence and _flex_ok(q) and flex_suits(q.device) else "sdpa"
     if impl == "flex":
+        if not flex_available():
+            raise ValueError(f"attn_impl='flex' needs FlexAttention with AuxRequest (torch >= 2.9), this is torch "
+                             f"{torch.__version__}; use attn_impl='auto' or 'sdpa'")
         if q.device.type == "cpu" and q.requires_grad:
             raise ValueError("attn_impl='flex' has no backward pass on a CPU (PyTorch's FlexAttention "
                              "runs forward only there); train with attn_impl='auto' or 'sdpa', "

@@ -19,6 +19,21 @@ import torch.nn.functional as F
 from ..model.attention import attention_mask, is_visible
 
 FLEX_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# compiled FlexAttention (Triton) is known to work from Ampere on; on a T4 or V100 (compute
+# capability 7.x) its kernels need more shared memory per SM than the 64 KB there
+FLEX_MIN_CAPABILITY = (8, 0)
+
+
+def flex_available() -> bool:
+    """Does this torch have what `attention_flex` calls: FlexAttention with `return_aux` and
+    `AuxRequest` (torch 2.9 and newer)?"""
+    try:
+        from torch.nn.attention.flex_attention import AuxRequest, flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    import inspect
+
+    return "return_aux" in inspect.signature(flex_attention).parameters
 
 
 def attention_sdpa(q, k, v, q_positions, k_positions, sliding_window=None, sinks=None, scale=None):
