@@ -7,6 +7,7 @@ The planted-wrong implementations are written here from scratch, independently o
 the checkers' own diagnoses, so a checker that stopped catching a mistake fails.
 """
 
+import ast
 import json
 import math
 import re
@@ -384,8 +385,8 @@ def chapter_exercises(path):
     """(checker, function name, stub source, solution source, the chapter's imports) per exercise."""
     cells = json.loads(path.read_text())["cells"]
     text = ["".join(c["source"]) for c in cells]
-    imports = "\n".join(line for c, t in zip(cells, text) if c["cell_type"] == "code"
-                        for line in t.splitlines() if re.match(r"(import|from) \w", line))
+    imports = "\n".join(ast.get_source_segment(t, node) for c, t in zip(cells, text) if c["cell_type"] == "code"
+                        for node in ast.parse(t).body if isinstance(node, (ast.Import, ast.ImportFrom)))
     found = []
     for i, (c, t) in enumerate(zip(cells, text)):
         m = re.search(r"^(check_\w+)\((\w+)\)", t, re.M)

@@ -231,9 +231,10 @@ def run_one(spec: RunSpec, template: TrainConfig, out: Path, env: dict | None = 
 
 
 def run_all(specs: list[RunSpec], template: TrainConfig, out: str | os.PathLike, progress: bool = True,
-            side_by_side: bool = False) -> list[dict]:
-    """Every run (those already finished in `out` are reused), in order, with a progress bar; or, with
-    `side_by_side`, all at once, so that runs on a wall-clock budget share the machine's load alike."""
+            side_by_side: bool = False, jobs: int = 1) -> list[dict]:
+    """Every run (those already finished in `out` are reused), with a progress bar, `jobs` at a time
+    (each run is its own process; results keep the order of `specs`); `side_by_side` runs all at
+    once, so that runs on a wall-clock budget share the machine's load alike."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
@@ -241,10 +242,10 @@ def run_all(specs: list[RunSpec], template: TrainConfig, out: str | os.PathLike,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    if side_by_side:
-        with ThreadPoolExecutor(max_workers=len(specs)) as pool:  # each run is its own process
-            return list(pool.map(lambda spec: run_one(spec, template, out, env), specs))
-    return [run_one(spec, template, out, env) for spec in tqdm(specs, desc="runs", unit="run", disable=not progress)]
+    jobs = len(specs) if side_by_side else jobs
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        done = pool.map(lambda spec: run_one(spec, template, out, env), specs)
+        return list(tqdm(done, total=len(specs), desc="runs", unit="run", disable=not progress or side_by_side))
 
 
 # --------------------------------------------------------------------------- reporting
@@ -483,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="speedrun: the preset's GPT-OSS and the GPT-2 of equal active parameters, each trained "
                              "for the same wall-clock time (--minutes)")
     parser.add_argument("--minutes", type=float, default=10.0, help="speedrun: training minutes per model")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="grid, ladder: runs trained at once, each in its own process (results do not depend on it)")
     parser.add_argument("--preset", choices=["auto"] + [p for p in PRESETS if not p.startswith("gpt-oss")],
                         help="auto: cpu-tiny without a GPU, colab-t4 on GPUs without bf16, gpu on the others")
     parser.add_argument("--data", help="auto (TinyStories when it can be had, else synthetic stories, with a "
@@ -507,6 +510,8 @@ def main(argv: list[str] | None = None) -> None:
         template = options_from_args(args, preset="cpu-tiny", data="synthetic").replace(
             preset=pick_preset(args.preset), data=pick_source(args.data))
         template.validate()
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
         out = Path(args.out)
         command = "python -m nanogptoss compare " + " ".join(argv)
         print(f"preset {template.preset}, data {template.data}", flush=True)
@@ -528,7 +533,7 @@ def main(argv: list[str] | None = None) -> None:
             specs = (grid_specs(template.preset, args.heads or [p["num_attention_heads"]],
                                 args.layers or [p["num_hidden_layers"]], args.seeds, args.match)
                      if experiment == "grid" else ladder_specs(template.preset, args.seeds))
-            results = run_all(specs, template, out)
+            results = run_all(specs, template, out, jobs=args.jobs)
             print(report(experiment, results, template, out, command))
     except (ValueError, RuntimeError) as err:
         raise SystemExit(f"error: {err}") from None
