@@ -227,3 +227,21 @@ def test_site_vendors_the_anywidget_frontend_of_the_installed_anywidget():
     version = re.search(r"^anywidget@(\S+)", vendored, re.M).group(1)
     assert version.split(".")[:2] == anywidget.__version__.split(".")[:2], \
         f"the site vendors anywidget {version}, Python has {anywidget.__version__}: set ANYWIDGET_VERSION in book/vendor-js.sh and re-run it"
+
+
+def test_notebooks_saved_the_current_explorers_module():
+    """The site runs the ES module saved in each notebook's widget state: it must be today's
+    js/explorers.js (one source, never a stale copy), so re-execute a chapter after changing it."""
+    from pathlib import Path
+
+    from nanogptoss.book.widgets import EXPLORERS_JS
+    source = EXPLORERS_JS.read_text()
+    saved = 0
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        state = json.loads(path.read_text())["metadata"].get("widgets", {})
+        for model in state.get("application/vnd.jupyter.widget-state+json", {}).get("state", {}).values():
+            if model["model_module"] == "anywidget":
+                assert model["state"]["_esm"] == source, \
+                    f"{path.name} saved an older js/explorers.js: python book/run_notebooks.py notebooks/{path.name}"
+                saved += 1
+    assert saved >= 4, f"expected the explorers of chapters 3, 5, 6, 8 in the saved widget state, found {saved}"

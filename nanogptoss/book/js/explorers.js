@@ -133,7 +133,7 @@ function text(parent, x, y, content, attrs = {}) {
 
 // a line chart of named series: [{name, ys, color, dash}], xs shared; returns the <svg>
 function lineChart({ title, xs, series, yMin = 0, yMax, xLabel, yLabel, logY = false, marker = null }) {
-  const W = 300, H = 220, left = 44, right = 10, top = 22, bottom = 34;
+  const W = 310, H = 220, left = 44, right = 20, top = 22, bottom = 34;
   const svg = svgEl("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}` });
   const fy = logY ? Math.log10 : (v) => v;
   const lo = fy(yMin), hi = fy(yMax) === lo ? lo + 1 : fy(yMax);
@@ -321,8 +321,8 @@ function renderRope(model, root) {
     const result = ropeResult(state);
     root.dataset.result = JSON.stringify(result);
     // pair i of the query (at m) and of the key (at n) as 2-D points on their circles
-    const S = 220, c = S / 2, r = 80;
-    const circle = svgEl("svg", { width: S, height: S + 20, class: "pair" });
+    const S = 220, c = S / 2 + 30, r = 80;
+    const circle = svgEl("svg", { width: S + 60, height: S + 20, class: "pair" });
     text(circle, c, 14, `pair ${state.pair}: q at m = ${state.m}, k at n = ${state.n}`, { "text-anchor": "middle", "font-weight": "bold" });
     const radius = Math.max(Math.hypot(...result.q_point), Math.hypot(...result.k_point), 1e-9);
     svgEl("circle", { cx: c, cy: c + 10, r, fill: "none", stroke: "#ccc" }, circle);
@@ -332,7 +332,7 @@ function renderRope(model, root) {
                       "data-point": name }, circle);
       text(circle, x + 4, y - 4, name);
     }
-    text(circle, c, S + 14, `score q·k = ${result.score.toFixed(3)} (depends on m − n = ${state.m - state.n})`, { "text-anchor": "middle" });
+    text(circle, c, S + 14, `score q·k = ${result.score.toFixed(3)} at m − n = ${state.m - state.n}`, { "text-anchor": "middle" });
     const lo = Math.min(...result.curve), hi = Math.max(...result.curve);
     const pairs = [...Array(h / 2).keys()];
     const plain = ropeInvFreq(h, state.base, 1, state.context).inv_freq;
