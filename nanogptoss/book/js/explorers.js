@@ -321,14 +321,14 @@ function renderRope(model, root) {
     const result = ropeResult(state);
     root.dataset.result = JSON.stringify(result);
     // pair i of the query (at m) and of the key (at n) as 2-D points on their circles
-    const S = 220, c = S / 2 + 30, r = 80;
+    const S = 220, c = S / 2 + 30, cy = S / 2 + 10, r = 80;
     const circle = svgEl("svg", { width: S + 60, height: S + 20, class: "pair" });
     text(circle, c, 14, `pair ${state.pair}: q at m = ${state.m}, k at n = ${state.n}`, { "text-anchor": "middle", "font-weight": "bold" });
     const radius = Math.max(Math.hypot(...result.q_point), Math.hypot(...result.k_point), 1e-9);
-    svgEl("circle", { cx: c, cy: c + 10, r, fill: "none", stroke: "#ccc" }, circle);
+    svgEl("circle", { cx: c, cy, r, fill: "none", stroke: "#ccc" }, circle);
     for (const [name, p] of [["q", result.q_point], ["k", result.k_point]]) {
-      const x = c + (r * p[0]) / radius, y = c + 10 - (r * p[1]) / radius;
-      svgEl("line", { x1: c, y1: c + 10, x2: x, y2: y, stroke: name === "q" ? COLORS.query : COLORS.key, "stroke-width": 3,
+      const x = c + (r * p[0]) / radius, y = cy - (r * p[1]) / radius;
+      svgEl("line", { x1: c, y1: cy, x2: x, y2: y, stroke: name === "q" ? COLORS.query : COLORS.key, "stroke-width": 3,
                       "data-point": name }, circle);
       text(circle, x + 4, y - 4, name);
     }
