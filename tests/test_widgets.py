@@ -1,6 +1,11 @@
-"""The attention-mask explorer: its numbers against brute force written from the definitions."""
+"""The explorers: their numbers against brute force written from the definitions, the
+widgets driven from Python, and the browser's computation (js/explorers.js, run in Node.js)
+against the library for the same settings."""
 
 import itertools
+import json
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -71,34 +76,31 @@ def test_one_dense_layer_reaches_everything_before():
     torch.testing.assert_close(receptive_field(T, 4, 2, "alternating"), torch.arange(1, T + 1))
 
 
-# the widget itself: set the controls the way a reader would, read the explorer's numbers
+# the widgets themselves: set the controls the way a reader would, read the explorer's numbers
 @pytest.fixture
 def explorer():
-    import ipywidgets  # noqa: F401  (the explorer needs it)
-    import matplotlib
-    matplotlib.use("Agg")
     from nanogptoss.book.widgets import AttentionMaskExplorer
     return AttentionMaskExplorer(seq_len=16, window=4, n_layers=3, sinks=False, causal=True, sliding=True)
 
 
 def test_explorer_follows_its_controls(explorer):
     torch.testing.assert_close(explorer.mask, brute_mask(16, 4, True))
-    explorer.seq_len.value = 11
-    explorer.window.value = 3
+    explorer.seq_len = 11
+    explorer.window = 3
     torch.testing.assert_close(explorer.mask, brute_mask(11, 3, True))
     torch.testing.assert_close(explorer.keys_per_query, brute_mask(11, 3, True).sum(-1))
     assert explorer.keys_per_query.tolist() == [1, 2] + [3] * 9
 
-    explorer.sliding.value = False  # the dense layer of the pair
+    explorer.sliding = False  # the dense layer of the pair
     torch.testing.assert_close(explorer.mask, brute_mask(11, None, True))
     assert explorer.keys_per_query.tolist() == list(range(1, 12))
 
-    explorer.causal.value = False
+    explorer.causal = False
     torch.testing.assert_close(explorer.mask, brute_mask(11, None, False))
 
 
 def test_explorer_sink_column(explorer):
-    explorer.sinks.value = True
+    explorer.sinks = True
     assert explorer.mask.shape == (16, 17)
     assert explorer.mask[:, -1].all()
     torch.testing.assert_close(explorer.mask[:, :-1], brute_mask(16, 4, True))
@@ -108,9 +110,138 @@ def test_explorer_sink_column(explorer):
 
 def test_explorer_receptive_fields(explorer):
     for n_layers, window in [(1, 4), (2, 2), (5, 3)]:
-        explorer.n_layers.value = n_layers
-        explorer.window.value = window
+        explorer.n_layers = n_layers
+        explorer.window = window
         for pattern in ("alternating", "sliding", "full"):
             expected = brute_receptive_field(16, window, layer_stack(n_layers, pattern), True)
             torch.testing.assert_close(explorer.receptive_field[pattern], expected)
-    assert explorer.figure is not None
+
+
+def test_explorers_reject_bad_settings_in_one_line(explorer):
+    from nanogptoss.book.widgets import RopeExplorer, RouterExplorer
+    with pytest.raises(ValueError, match="window must be between 1 and 64, got 0"):
+        explorer.window = 0
+    with pytest.raises(ValueError, match="k must be between 1 and 8, got 9"):
+        RouterExplorer(num_experts=8, k=9)
+    with pytest.raises(ValueError, match="pair must be between 0 and 31"):
+        RopeExplorer(pair=32)
+
+
+def test_router_explorer_against_topk_softmax():
+    from nanogptoss.book.widgets import RouterExplorer
+    router = RouterExplorer(num_tokens=5, num_experts=6, k=3, temperature=0.5, skew=2.0)
+    z = torch.tensor(router.logits, dtype=torch.float64)
+    z[:, 0] += 2.0
+    z = z / 0.5
+    top, idx = z.topk(3, dim=-1)
+    torch.testing.assert_close(router.indices, idx)
+    torch.testing.assert_close(router.weights, top.softmax(-1))
+    router.k = 1  # one expert: its weight is always exactly 1
+    assert router.weights.eq(1).all()
+    router.skew = 50.0  # every token to expert 0: f_0 = P_0 = 1, the loss is E
+    assert router.counts.tolist() == [5, 0, 0, 0, 0, 0] and router.loss == pytest.approx(6.0)
+
+
+def test_rope_explorer_score_depends_on_the_offset_only():
+    from nanogptoss.book.widgets import RopeExplorer
+    rope = RopeExplorer(m=40, n=10)
+    first = rope.score
+    rope.m, rope.n = 1030, 1000
+    assert rope.score == pytest.approx(first, rel=1e-4)
+    assert rope.curve[0] == pytest.approx(float(torch.tensor(rope.q) @ torch.tensor(rope.k)), rel=1e-5)
+    plain = rope.inv_freq.clone()
+    rope.factor = 32.0  # YaRN: the fastest pair keeps its frequency, the slowest is divided by 32
+    assert rope.inv_freq[0] == plain[0] and rope.inv_freq[-1] == pytest.approx(plain[-1] / 32)
+
+
+# the browser's arithmetic: js/explorers.js's exported functions, run by Node.js on the settings below
+def run_js(calls: list[tuple[str, dict]]) -> list[dict]:
+    from nanogptoss.book.widgets import EXPLORERS_JS
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("comparing the explorers' JavaScript with the library needs Node.js (`apt-get install nodejs`)")
+    script = (f"import * as js from {json.dumps(EXPLORERS_JS.as_uri())};\n"
+              f"const calls = {json.dumps(calls)};\n"
+              "console.log(JSON.stringify(calls.map(([fn, arg]) => js[fn](arg))));")
+    done = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+MASK_SETTINGS = [dict(seq_len=T, window=W, n_layers=N, sinks=s, causal=c, sliding=sl)
+                 for T, W, N in [(1, 1, 1), (2, 1, 3), (9, 1, 2), (16, 4, 3), (12, 12, 2), (10, 30, 4), (33, 5, 7)]
+                 for s, c, sl in [(False, True, True), (True, True, True), (True, False, True), (False, True, False)]]
+
+
+def test_javascript_attention_masks_equal_the_library():
+    from nanogptoss.book.widgets import AttentionMaskExplorer
+    results = run_js([("attentionMaskResult", s) for s in MASK_SETTINGS])
+    for settings, js in zip(MASK_SETTINGS, results):
+        py = AttentionMaskExplorer(**settings)
+        assert torch.equal(torch.tensor(js["mask"], dtype=torch.bool), py.mask), settings
+        assert js["keys_per_query"] == py.keys_per_query.tolist(), settings
+        assert js["receptive_field"] == {p: f.tolist() for p, f in py.receptive_field.items()}, settings
+
+
+ROUTER_SETTINGS = [dict(k=k, temperature=t, skew=s) for k, t, s in
+                   [(1, 1.0, 0.0), (2, 1.0, 0.0), (2, 0.3, 1.5), (4, 2.5, 0.0), (8, 1.0, 6.0), (3, 0.1, 8.0)]]
+
+
+def test_javascript_router_equals_the_library():
+    from nanogptoss.book.widgets import RouterExplorer
+    explorers = [RouterExplorer(**s) for s in ROUTER_SETTINGS]
+    results = run_js([("routerResult", dict(logits=e.logits, bias=[e.skew] + [0] * 7, k=e.k, temperature=e.temperature))
+                      for e in explorers])
+    for e, js in zip(explorers, results):
+        assert js["indices"] == e.indices.tolist()
+        torch.testing.assert_close(torch.tensor(js["weights"], dtype=torch.float64), e.weights, rtol=1e-6, atol=1e-9)
+        assert js["counts"] == e.counts.tolist()
+        assert js["loss"] == pytest.approx(e.loss, rel=1e-5)
+
+
+ROPE_SETTINGS = [dict(m=m, n=n, pair=p, factor=f) for m, n, p, f in
+                 [(0, 0, 0, 1.0), (12, 4, 3, 1.0), (2048, 0, 31, 1.0), (700, 1500, 10, 32.0), (5, 5, 0, 2.0), (1, 0, 17, 64.0)]]
+
+
+def test_javascript_rope_equals_the_library():
+    from nanogptoss.book.widgets import RopeExplorer
+    explorers = [RopeExplorer(**s) for s in ROPE_SETTINGS]
+    names = ("q", "k", "head_dim", "base", "factor", "context", "m", "n", "pair", "max_offset")
+    results = run_js([("ropeResult", {name: getattr(e, name) for name in names}) for e in explorers])
+    for e, js in zip(explorers, results):
+        torch.testing.assert_close(torch.tensor(js["inv_freq"]), e.inv_freq, rtol=1e-6, atol=0)
+        assert js["concentration"] == pytest.approx(e.concentration)
+        assert js["score"] == pytest.approx(e.score, rel=1e-4, abs=1e-3)
+        assert js["offsets"] == e.offsets
+        torch.testing.assert_close(torch.tensor(js["curve"]), e.curve, rtol=1e-4, atol=1e-3)
+
+
+def test_site_vendors_the_anywidget_frontend_of_the_installed_anywidget():
+    """The static site runs the saved widgets with book/_static/vendor/anywidget: it must be the
+    front-end release the Python package names (its widgets ask for ~MAJOR.MINOR.*)."""
+    import re
+    from pathlib import Path
+
+    import anywidget
+    vendored = (Path(__file__).resolve().parents[1] / "book/_static/vendor/VERSIONS").read_text()
+    version = re.search(r"^anywidget@(\S+)", vendored, re.M).group(1)
+    assert version.split(".")[:2] == anywidget.__version__.split(".")[:2], \
+        f"the site vendors anywidget {version}, Python has {anywidget.__version__}: set ANYWIDGET_VERSION in book/vendor-js.sh and re-run it"
+
+
+def test_notebooks_saved_the_current_explorers_module():
+    """The site runs the ES module saved in each notebook's widget state: it must be today's
+    js/explorers.js (one source, never a stale copy), so re-execute a chapter after changing it."""
+    from pathlib import Path
+
+    from nanogptoss.book.widgets import EXPLORERS_JS
+    source = EXPLORERS_JS.read_text()
+    saved = 0
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        state = json.loads(path.read_text())["metadata"].get("widgets", {})
+        for model in state.get("application/vnd.jupyter.widget-state+json", {}).get("state", {}).values():
+            if model["model_module"] == "anywidget":
+                assert model["state"]["_esm"] == source, \
+                    f"{path.name} saved an older js/explorers.js: python book/run_notebooks.py notebooks/{path.name}"
+                saved += 1
+    assert saved >= 4, f"expected the explorers of chapters 3, 5, 6, 8 in the saved widget state, found {saved}"

@@ -165,19 +165,17 @@ def test_chapter_figures_are_images(site, browser):
 
 
 def test_attention_mask_explorer_renders_its_controls_and_figure(site, browser):
-    """Chapter 5's explorer: three sliders, three check boxes and the figure inside its Output widget."""
+    """Chapter 5's explorer: its labelled controls and the SVG of the mask, drawn by its ES module
+    through the widget manager (book/tests/test_explorers.py drives it)."""
     browser.get(f"{site}/notebooks/05_sliding_window.html")
-    wait_for(browser, "document.querySelectorAll('.widget-slider, .widget-hslider').length >= 3",
-             what="the explorer's sliders")
-    labels = browser.execute_script(
-        "return Array.from(document.querySelectorAll('.widget-label, .widget-label-basic, label'))"
-        ".map(e => e.textContent.trim()).filter(Boolean)")
+    root = '[data-explorer="attention_mask"]'
+    wait_for(browser, f"document.querySelectorAll('{root} [data-control]').length >= 6", what="the explorer's controls")
+    labels = browser.execute_script(f"return Array.from(document.querySelectorAll('{root} label')).map(e => e.textContent)")
     for expected in ("sequence length T", "window W", "layers N", "sinks", "causal"):
         assert any(expected in label for label in labels), f"no control labelled {expected!r}: {labels}"
-    figure = wait_for(browser, "Array.from(document.querySelectorAll('.widget-output img, .jupyter-widgets-output-area img'))"
-                               ".map(i => i.naturalWidth).find(w => w > 0)", what="the explorer's figure")
-    assert figure > 300
-    element = browser.find_element("css selector", ".widget-vbox, .widget-box")
+    cells = wait_for(browser, f"document.querySelectorAll('{root} svg.mask rect[data-t]').length", what="the mask")
+    assert cells > 0
+    element = browser.find_element("css selector", root)
     browser.execute_script("arguments[0].scrollIntoView()", element)
     element.screenshot(str(SHOTS / "attention_mask_explorer.png"))
     assert not severe_console_messages(browser)

@@ -1,21 +1,32 @@
-"""Interactive figures for the book: the attention-mask explorer.
+"""The book's live explorers: attention masks (chapters 5, 6), RoPE (3), the router (8).
 
-The explorer draws what `nanogptoss.model.attention.attention_mask` allows: which keys
-each query may attend to on a dense or a banded (sliding-window) layer, with the
-sink as an extra softmax column, how many keys each query sees, and how far back
-information can travel through a stack of layers (the receptive field).
+Each explorer is an `anywidget` whose drawing and arithmetic live in one ES module,
+`js/explorers.js`, run by the browser: its controls respond in Jupyter, JupyterLab,
+VS Code and Colab, and on the static site too, where the widget manager runs the
+module saved in the notebook's widget state (no kernel needed). With a kernel, every
+change also reaches the Python object, which recomputes the same numbers with the
+library (`attention_mask`, `Router`, `load_balancing_loss`, `RotaryEmbedding`); the
+tests check that the browser's numbers equal these.
 
-The computations are plain functions (`layer_mask`, `with_sink_column`,
-`layer_stack`, `receptive_field`) that need only torch; the widget itself needs
-ipywidgets and matplotlib, imported when an explorer is built.
+The attention-mask numbers are plain functions (`layer_mask`, `with_sink_column`,
+`layer_stack`, `receptive_field`) that need only torch.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import anywidget
 import torch
+import traitlets
 
 from ..config import FULL, SLIDING, alternating_layer_types
 from ..model.attention import attention_mask
+from ..model.rope import RotaryEmbedding, apply_rotary_emb
+from ..model.router import Router, expert_counts, load_balancing_loss
+
+# the one JavaScript source of every explorer, for every front-end and the static site
+EXPLORERS_JS = Path(__file__).with_name("js") / "explorers.js"
 
 # stacks of layers: gpt-oss's alternation, or every layer of one type
 LAYER_PATTERNS = ("alternating", "sliding", "full")
@@ -75,17 +86,28 @@ def receptive_field(seq_len: int, window: int, n_layers: int, pattern: str = "al
     return reachability(masks).sum(-1)
 
 
-def _require_ipywidgets():
-    try:
-        import ipywidgets
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("The attention-mask explorer needs ipywidgets: pip install ipywidgets "
-                          "(it is in requirements-book.txt).") from err
-    return ipywidgets
+class _Explorer(anywidget.AnyWidget):
+    """An explorer: the ES module draws and computes; subclasses recompute in Python."""
+
+    _esm = EXPLORERS_JS
+    explorer = traitlets.Unicode().tag(sync=True)  # which of the module's explorers to draw
+
+    def __init__(self, **values):
+        super().__init__(**values)
+        self.observe(lambda change: self.update(), names=list(self._inputs))
+        self.update()
+
+    def __repr__(self) -> str:  # the notebook's text fallback: the settings, not an address
+        return f"{type(self).__name__}({', '.join(f'{name}={getattr(self, name)!r}' for name in self._inputs if name != 'logits')})"
+
+    def _check(self, name: str, value, low, high):
+        if not low <= value <= high:
+            raise ValueError(f"{type(self).__name__}: {name} must be between {low} and {high}, got {value}")
+        return value
 
 
-class AttentionMaskExplorer:
-    """Sliders and checkboxes around one figure; display it in a notebook.
+class AttentionMaskExplorer(_Explorer):
+    """A layer's mask (banded or dense), keys per query, receptive fields through N layers.
 
     Attributes kept in step with the controls, for tests and for reading in code:
     `mask` (T, T, or T, T + 1 with the sink column last), `keys_per_query` (T,: real
@@ -93,102 +115,138 @@ class AttentionMaskExplorer:
     stacks of N "alternating", all-"sliding" and all-"full" layers).
     """
 
-    def __init__(self, seq_len: int = 32, window: int = 8, n_layers: int = 4, sinks: bool = True,
-                 causal: bool = True, sliding: bool = True, max_len: int = 128):
-        widgets = _require_ipywidgets()
-        style, wide = {"description_width": "initial"}, widgets.Layout(width="300px")
-        self.seq_len = widgets.IntSlider(value=seq_len, min=2, max=max_len, description="sequence length T",
-                                         style=style, layout=wide, continuous_update=False)
-        self.window = widgets.IntSlider(value=window, min=1, max=max_len, description="window W",
-                                        style=style, layout=wide, continuous_update=False)
-        self.n_layers = widgets.IntSlider(value=n_layers, min=1, max=12, description="layers N",
-                                          style=style, layout=wide, continuous_update=False)
-        self.sinks = widgets.Checkbox(value=sinks, description="sinks", indent=False)
-        self.causal = widgets.Checkbox(value=causal, description="causal", indent=False)
-        self.sliding = widgets.Checkbox(value=sliding, description="sliding-window layer (off: full)", indent=False)
-        self.output = widgets.Output()
-        self.controls = [self.seq_len, self.window, self.n_layers, self.sinks, self.causal, self.sliding]
-        for control in self.controls:
-            control.observe(self._on_change, names="value")
-        self.ui = widgets.VBox([widgets.HBox([self.seq_len, self.window, self.n_layers]),
-                                widgets.HBox([self.sinks, self.causal, self.sliding]), self.output])
-        self.figure = None
-        self.update()
+    _inputs = ("seq_len", "window", "n_layers", "sinks", "causal", "sliding")
+    explorer = traitlets.Unicode("attention_mask").tag(sync=True)
+    seq_len = traitlets.Int(32).tag(sync=True)
+    window = traitlets.Int(8).tag(sync=True)
+    n_layers = traitlets.Int(4).tag(sync=True)
+    sinks = traitlets.Bool(True).tag(sync=True)
+    causal = traitlets.Bool(True).tag(sync=True)
+    sliding = traitlets.Bool(True).tag(sync=True)  # a sliding-window layer; off: a full one
+    max_len = traitlets.Int(64).tag(sync=True)  # the sliders' range
 
-    # the numbers, recomputed from the controls' values
+    @traitlets.validate("seq_len")
+    def _valid_seq_len(self, proposal):
+        return self._check("seq_len", proposal["value"], 1, self.max_len)
+
+    @traitlets.validate("window")
+    def _valid_window(self, proposal):
+        return self._check("window", proposal["value"], 1, self.max_len)
+
+    @traitlets.validate("n_layers")
+    def _valid_n_layers(self, proposal):
+        return self._check("n_layers", proposal["value"], 1, 12)
+
     def update(self) -> None:
-        T, W, N = self.seq_len.value, self.window.value, self.n_layers.value
-        causal = self.causal.value
-        layer = layer_mask(T, W if self.sliding.value else None, causal)
+        T, W, N = self.seq_len, self.window, self.n_layers
+        layer = layer_mask(T, W if self.sliding else None, self.causal)
         self.keys_per_query = layer.sum(-1)
-        self.mask = with_sink_column(layer) if self.sinks.value else layer
-        self.receptive_field = {pattern: receptive_field(T, W, N, pattern, causal)
+        self.mask = with_sink_column(layer) if self.sinks else layer
+        self.receptive_field = {pattern: receptive_field(T, W, N, pattern, self.causal)
                                 for pattern in LAYER_PATTERNS}
-        self.draw()
 
-    def _on_change(self, change) -> None:
-        self.update()
 
-    def draw(self) -> None:
-        import matplotlib.pyplot as plt
-        from IPython import get_ipython
-        from IPython.display import clear_output, display
+class RouterExplorer(_Explorer):
+    """A few tokens' router logits -> top-k -> softmax over the chosen, and the balancing loss.
 
-        fig = plot_explorer(self.mask, self.keys_per_query, self.receptive_field, sinks=self.sinks.value,
-                            window=self.window.value, sliding=self.sliding.value,
-                            n_layers=self.n_layers.value)
-        plt.close(fig)  # shown through the Output widget only, not a second time by the backend
-        self.figure = fig
-        if get_ipython() is None:  # a script or a test: the numbers and `figure` are enough
+    `temperature` divides the logits before the choice; `skew` is added to every token's
+    logit for expert 0 (a router that prefers one expert). Kept in step: `weights` and
+    `indices` (N, k) from the library's `Router`, `counts` (E,) and `loss` (the
+    load-balancing loss of these tokens, `load_balancing_loss`).
+    """
+
+    _inputs = ("k", "temperature", "skew", "logits")
+    explorer = traitlets.Unicode("router").tag(sync=True)
+    logits = traitlets.List(traitlets.List(traitlets.Float())).tag(sync=True)  # (N, E), fixed per explorer
+    k = traitlets.Int(2).tag(sync=True)
+    temperature = traitlets.Float(1.0).tag(sync=True)
+    skew = traitlets.Float(0.0).tag(sync=True)
+
+    def __init__(self, num_tokens: int = 6, num_experts: int = 8, seed: int = 0, **values):
+        generator = torch.Generator().manual_seed(seed)
+        logits = torch.randn(num_tokens, num_experts, generator=generator)
+        super().__init__(logits=[[round(z, 3) for z in row] for row in logits.tolist()], **values)
+
+    @traitlets.validate("k")
+    def _valid_k(self, proposal):
+        return self._check("k", proposal["value"], 1, len(self.logits[0]) if self.logits else 1)
+
+    @traitlets.validate("temperature")
+    def _valid_temperature(self, proposal):
+        return self._check("temperature", proposal["value"], 1e-3, 100.0)
+
+    def update(self) -> None:
+        if not self.logits:
             return
-        with self.output:
-            clear_output(wait=True)
-            display(fig)
+        logits = torch.tensor(self.logits, dtype=torch.float64)
+        logits[:, 0] += self.skew
+        logits = logits / self.temperature
+        E = logits.shape[1]
+        # the library's router with an identity projection: its input is the logits themselves
+        router = Router(E, E, self.k).double()
+        with torch.no_grad():
+            router.weight.copy_(torch.eye(E))
+            self.weights, self.indices, _ = router(logits)
+        self.counts = expert_counts(self.indices, E)
+        self.loss = float(load_balancing_loss(logits, E, self.k))
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.ui._repr_mimebundle_(**kwargs)
 
+class RopeExplorer(_Explorer):
+    """Pair i of a query at position m and a key at n, rotated; their score against m - n;
+    the frequencies per pair with YaRN's `factor` (1: plain RoPE).
 
-def plot_explorer(mask, keys_per_query, fields, sinks: bool, window: int, sliding: bool, n_layers: int):
-    """Three panels: the mask, keys per query, receptive field per position."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.colors import ListedColormap
+    Kept in step, from the library's `RotaryEmbedding` and `apply_rotary_emb`: `inv_freq`
+    (h/2,), `concentration`, `score` (q at m against k at n) and `curve` (the score at
+    each of `offsets`, the key at 0).
+    """
 
-    T = mask.shape[0]
-    grid = np.full((T, T + 2), np.nan)
-    grid[:, :T] = mask[:, :T].numpy()
-    if sinks:
-        grid[:, T + 1] = 2.0  # a spare column apart from the keys, in its own colour
-    cmap = ListedColormap(["#f2f2f2", "#1f77b4", "#ff7f0e"]).with_extremes(bad="white")
+    _inputs = ("m", "n", "pair", "factor")
+    explorer = traitlets.Unicode("rope").tag(sync=True)
+    q = traitlets.List(traitlets.Float()).tag(sync=True)
+    k = traitlets.List(traitlets.Float()).tag(sync=True)
+    head_dim = traitlets.Int(64).tag(sync=True)
+    base = traitlets.Float(150_000.0).tag(sync=True)  # gpt-oss's rope_theta
+    context = traitlets.Int(4096).tag(sync=True)  # the original context YaRN stretches
+    max_offset = traitlets.Int(2048).tag(sync=True)  # the sliders' and the curve's range
+    m = traitlets.Int(12).tag(sync=True)
+    n = traitlets.Int(4).tag(sync=True)
+    pair = traitlets.Int(0).tag(sync=True)
+    factor = traitlets.Float(1.0).tag(sync=True)
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1.1, 1, 1]})
-    ax = axes[0]
-    ax.imshow(grid if sinks else grid[:, :T], cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
-    ax.set_xlabel("key position u" + ("   (sink last)" if sinks else ""))
-    ax.set_ylabel("query position t")
-    kind = f"sliding-window layer, W = {window}" if sliding else "full layer"
-    ax.set_title(f"mask: {kind}")
-    if sinks:
-        ticks = [t for t in ax.get_xticks() if 0 <= t < T]
-        ax.set_xticks(ticks + [T + 1], [str(int(t)) for t in ticks] + ["sink"])
+    def __init__(self, head_dim: int = 64, seed: int = 0, **values):
+        generator = torch.Generator().manual_seed(seed)
+        q = torch.randn(head_dim, generator=generator)
+        # a key that resembles the query, so the score starts high and falls off with distance
+        k = q + 0.3 * torch.randn(head_dim, generator=generator)
+        super().__init__(head_dim=head_dim, q=[round(x, 4) for x in q.tolist()],
+                         k=[round(x, 4) for x in k.tolist()], **values)
 
-    ax = axes[1]
-    ax.plot(range(T), keys_per_query.numpy(), marker=".", color="#1f77b4")
-    ax.set_xlabel("query position t")
-    ax.set_ylabel("keys attended")
-    ax.set_title("keys per query" + (" (+1 sink entry)" if sinks else ""))
-    ax.set_ylim(0, T + 1)
+    @traitlets.validate("m", "n")
+    def _valid_position(self, proposal):
+        return self._check(proposal["trait"].name, proposal["value"], 0, self.max_offset)
 
-    ax = axes[2]
-    styles = {"alternating": ("N alternating (gpt-oss)", "#2ca02c", "-"),
-              "sliding": ("N sliding-window", "#d62728", "--"), "full": ("N full", "#7f7f7f", ":")}
-    for pattern, (label, color, line) in styles.items():
-        ax.plot(range(T), fields[pattern].numpy(), line, color=color, label=label, linewidth=2)
-    ax.set_xlabel("position t")
-    ax.set_ylabel("input tokens that can reach t")
-    ax.set_title(f"receptive field after N = {n_layers} layers")
-    ax.set_ylim(0, T + 1)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig
+    @traitlets.validate("pair")
+    def _valid_pair(self, proposal):
+        return self._check("pair", proposal["value"], 0, self.head_dim // 2 - 1)
+
+    @traitlets.validate("factor")
+    def _valid_factor(self, proposal):
+        return self._check("factor", proposal["value"], 1.0, 1024.0)
+
+    @property
+    def offsets(self) -> list[int]:
+        return [round(j * self.max_offset / 128) for j in range(129)]
+
+    def update(self) -> None:
+        if not self.q:
+            return
+        rotary = RotaryEmbedding(self.head_dim, self.base, self.factor, self.context)
+        self.inv_freq, self.concentration = rotary.inv_freq, rotary.concentration
+        q, k = torch.tensor(self.q), torch.tensor(self.k)
+
+        def rotated(x, positions):
+            cos, sin = rotary(torch.tensor(positions))
+            return apply_rotary_emb(x.expand(len(positions), -1), cos, sin)
+
+        self.score = float((rotated(q, [self.m]) * rotated(k, [self.n])).sum())
+        self.curve = (rotated(q, self.offsets) * rotated(k, [0])).sum(-1)
