@@ -302,3 +302,46 @@ def test_every_citation_is_in_the_bibliography():
 def test_run_notebooks_skips_training_notebooks_by_default():
     text = (ROOT / "book" / "run_notebooks.py").read_text()
     assert '"train" not in p.name' in text
+
+
+# -- how the notebooks read on the page ------------------------------------------------------
+
+CODE_WIDTH = 88  # characters the site's code box shows without scrolling
+
+
+@by_name(NOTEBOOKS)
+def test_code_fits_the_code_box(path):
+    wide = [(i, line) for i, c in enumerate(code_cells(load(path)))
+            for line in source(c).splitlines() if len(line) > CODE_WIDTH]
+    assert not wide, f"{path.name}: {len(wide)} code lines wider than {CODE_WIDTH}, e.g. {wide[0]}"
+
+
+def test_notebook_code_is_black_formatted():
+    black = subprocess.run([sys.executable, "-m", "black", "--check", "--quiet", "--line-length",
+                            str(CODE_WIDTH), *map(str, NOTEBOOKS)], capture_output=True, text=True)
+    assert black.returncode == 0, ("notebooks not formatted: run `python -m black --line-length 88 notebooks/`\n"
+                                   + black.stderr[-2000:])
+
+
+@by_name(NOTEBOOKS)
+def test_each_stream_is_one_box(path):
+    for i, cell in enumerate(code_cells(load(path))):
+        kinds = [(o["output_type"], o.get("name")) for o in cell.get("outputs", [])]
+        split = [a for a, b in zip(kinds, kinds[1:]) if a == b and a[0] == "stream"]
+        assert not split, f"{path.name}, code cell {i}: {split[0][1]} split into several boxes " \
+                          "(execute with book/run_notebooks.py, which merges them)"
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "stream":
+                assert "\r" not in text(out["text"]).rstrip("\r\n"), \
+                    f"{path.name}, code cell {i}: a progress bar's redraws are saved (use book/run_notebooks.py)"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem.startswith(("11_", "12_"))],
+                         ids=lambda p: p.stem)
+def test_generated_stories_are_wrapped_for_display(path):
+    for i, cell in enumerate(code_cells(load(path))):
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "stream":
+                for line in text(out["text"]).splitlines():
+                    if "Once upon a time" in line:
+                        assert len(line) <= CODE_WIDTH, f"{path.name}, code cell {i}: a story line of {len(line)}"
