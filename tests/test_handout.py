@@ -107,8 +107,9 @@ def test_the_chapters_own_copies_become_stand_ins_the_checker_rejects(handouts, 
     seen = set()
     for path in CHAPTERS:
         student = handouts[path.stem]
-        imports = "\n".join(ln for c in student["cells"] if c["cell_type"] == "code"
-                            for ln in text(c).splitlines() if re.match(r"(import|from) \w", ln))
+        imports = "\n".join(ast.get_source_segment(text(c), node) for c in student["cells"]
+                            if c["cell_type"] == "code" for node in ast.parse(text(c)).body
+                            if isinstance(node, (ast.Import, ast.ImportFrom)))
         for c in student["cells"]:
             if c["cell_type"] != "code" or "reference(" not in text(c):
                 continue

@@ -1,0 +1,43 @@
+"""The README's result tables are the committed results, never an older copy of them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "book" / "results" / "cpu"
+
+
+def readme_results() -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- results:start -->(.*)<!-- results:end -->", text, re.S)
+    assert match, "README.md: the results block (<!-- results:start --> ... <!-- results:end -->) is missing"
+    return match.group(1)
+
+
+def table_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("|") and not line.startswith("|---")]
+
+
+def test_every_table_row_in_the_readme_is_a_committed_result():
+    committed = {row for path in RESULTS.glob("*.md") for row in table_rows(path.read_text())}
+    rows = table_rows(readme_results())
+    assert rows, "the README's results block has no tables"
+    stale = [row for row in rows if row not in committed]
+    assert not stale, f"README rows not in book/results/cpu/*.md (rerun the command, copy its table): {stale[:2]}"
+
+
+def test_the_readme_gives_the_command_and_the_data_of_each_committed_table():
+    block = readme_results()
+    for path in sorted(RESULTS.glob("*.md")):
+        text = path.read_text()
+        command = re.search(r"Command: `([^`]+)`", text)
+        assert command, f"{path.name} does not record its command"
+        assert command.group(1) in block, f"README: the command of {path.name} ({command.group(1)}) is missing"
+        assert "TinyStories" in text.splitlines()[0], f"{path.name}: not a run on TinyStories"
+
+
+def test_the_images_the_readme_shows_exist():
+    for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / "README.md").read_text()):
+        assert (ROOT / target).is_file(), f"README shows {target}, which does not exist"
