@@ -124,6 +124,19 @@ def test_attention_mask_explorer_is_live_offline(offline, page):
     no_requests_off_disk(offline)
 
 
+def move(driver, root: str, step: dict, settings: dict, expected) -> None:
+    """Set the controls of `step` on the page and the same settings on `expected`; a step that
+    changes something must change the drawing."""
+    before = picture(driver, root)
+    for name, value in step.items():
+        set_control(driver, root, name, value)
+    if step:
+        assert picture(driver, root) != before, f"setting {step} did not redraw"
+    settings.update(step)
+    for name, value in settings.items():
+        setattr(expected, name, value)
+
+
 def test_router_explorer_is_live_offline(offline):
     root = open_explorer(offline, "notebooks/08_router", "router")
     saved = saved_state(offline, "router")
@@ -132,14 +145,7 @@ def test_router_explorer_is_live_offline(offline):
     settings = {name: saved[name] for name in ("k", "temperature", "skew")}
     for step in [{}, dict(k=1), dict(k=3), dict(temperature=0.2), dict(temperature=4), dict(skew=8),
                  dict(k=len(saved["logits"][0])), dict(skew=0, k=2, temperature=1)]:
-        before = picture(offline, root)
-        for name, value in step.items():
-            set_control(offline, root, name, value)
-        if step:
-            assert picture(offline, root) != before, f"setting {step} did not redraw"
-        settings.update(step)
-        for name, value in settings.items():
-            setattr(expected, name, value)
+        move(offline, root, step, settings, expected)
         got = result(offline, root)
         assert got["indices"] == expected.indices.tolist(), settings
         torch.testing.assert_close(torch.tensor(got["weights"], dtype=torch.float64), expected.weights, rtol=1e-6, atol=1e-9)
@@ -160,14 +166,7 @@ def test_rope_explorer_is_live_offline(offline):
     settings = {name: saved[name] for name in ("m", "n", "pair", "factor")}
     for step in [{}, dict(m=40), dict(n=30), dict(m=1040, n=1030), dict(pair=31), dict(factor=32), dict(m=0, n=2048),
                  dict(factor=1, pair=0)]:
-        before = picture(offline, root)
-        for name, value in step.items():
-            set_control(offline, root, name, value)
-        if step:
-            assert picture(offline, root) != before, f"setting {step} did not redraw"
-        settings.update(step)
-        for name, value in settings.items():
-            setattr(expected, name, value)
+        move(offline, root, step, settings, expected)
         got = result(offline, root)
         torch.testing.assert_close(torch.tensor(got["inv_freq"]), expected.inv_freq, rtol=1e-6, atol=0)
         assert got["score"] == pytest.approx(expected.score, rel=1e-4, abs=1e-3), settings
