@@ -35,6 +35,7 @@ import torch
 
 from ..config import PRESETS, GPTConfig, get_config
 from ..data.stories import describe_source, pick_source
+from ..files import atomic_path, write_text
 from ..model.generate import generate
 from ..model.params import count_parameters, flops_per_token
 from ..weights.checkpoint import Checkpoint, load_model
@@ -206,7 +207,7 @@ def run_one(spec: RunSpec, template: TrainConfig, out: Path, env: dict | None = 
                   flush=True)
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        options_path.write_text(json.dumps(wanted, indent=1))
+        write_text(options_path, json.dumps(wanted, indent=1))
         cmd = [sys.executable, "-m", "nanogptoss", "train", "--options", str(options_path)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -303,10 +304,21 @@ def markdown_table(table: list[dict], floor_bpb: float | None = None) -> str:
 
 def write_csv(results: list[dict], path: Path) -> None:
     keys = list(results[0])
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(results)
+
+
+def _pyplot():
+    """matplotlib.pyplot, headless unless a notebook has already chosen a backend."""
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _curve_styles(labels: list[str], plt) -> dict[str, tuple]:
@@ -326,11 +338,7 @@ def _curve_styles(labels: list[str], plt) -> dict[str, tuple]:
 
 def plot_curves(results: list[dict], out: Path, path: Path, title: str, floor_bpb: float | None = None) -> None:
     """Validation bits/byte against steps for every run, one colour per table line."""
-    import matplotlib
-
-    matplotlib.use("Agg") if "matplotlib.pyplot" not in sys.modules else None
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     labels = list(dict.fromkeys(r["label"] for r in results))
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 4.8))
     styles = _curve_styles(labels, plt)
@@ -356,11 +364,7 @@ def plot_curves(results: list[dict], out: Path, path: Path, title: str, floor_bp
 
 
 def plot_ladder(table: list[dict], path: Path, title: str, floor_bpb: float | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg") if "matplotlib.pyplot" not in sys.modules else None
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     y = list(range(len(table)))[::-1]
     ax.barh(y, [line["val_bpb"] for line in table], xerr=[line["val_bpb_sd"] for line in table],
@@ -403,7 +407,7 @@ def report(experiment: str, results: list[dict], budget: TrainConfig, out: Path,
               f"validation bits/byte on {validation}.\n\n"
               f"Command: `{command}`\n\n")
     md = header + markdown_table(table, floor) + "\n"
-    (out / f"{experiment}.md").write_text(md)
+    write_text(out / f"{experiment}.md", md)
     plot_curves(results, out, out / f"{experiment}_curves.png", f"{experiment} ({budget.preset})", floor)
     if experiment == "ladder":
         plot_ladder(table, out / "ladder.png", f"what each gpt-oss piece buys ({budget.preset})", floor)
@@ -426,11 +430,6 @@ SPEEDRUN_COLUMNS = [  # (key, header, format)
 
 def speedrun_report(results: list[dict], budget: TrainConfig, out: Path, command: str) -> str:
     """The speedrun's table (the same wall-clock budget for every model) and its curves against time."""
-    import matplotlib
-
-    matplotlib.use("Agg") if "matplotlib.pyplot" not in sys.modules else None
-    import matplotlib.pyplot as plt
-
     write_csv(results, out / "speedrun.csv")
     r = results[0]
     lines = [f"speedrun: preset {budget.preset}, {budget.max_minutes:g} minutes of training per run (evaluation not "
@@ -443,7 +442,14 @@ def speedrun_report(results: list[dict], budget: TrainConfig, out: Path, command
     for x in results:
         lines.append(f"| {x['label']} | {x['seed']} | " + " | ".join(f.format(x[k]) for k, _, f in SPEEDRUN_COLUMNS) + " |")
     md = "\n".join(lines) + "\n"
-    (out / "speedrun.md").write_text(md)
+    write_text(out / "speedrun.md", md)
+    plot_speedrun(results, out, budget)
+    return md
+
+
+def plot_speedrun(results: list[dict], out: Path, budget: TrainConfig) -> None:
+    """Validation bits/byte of each speedrun against training minutes and against tokens."""
+    plt = _pyplot()
     fig, (ax_time, ax_tokens) = plt.subplots(1, 2, figsize=(13, 4.8))
     styles = _curve_styles(list(dict.fromkeys(x["label"] for x in results)), plt)
     for x in results:
@@ -461,7 +467,6 @@ def speedrun_report(results: list[dict], budget: TrainConfig, out: Path, command
     fig.tight_layout()
     fig.savefig(out / "speedrun_curves.png", dpi=110)
     plt.close(fig)
-    return md
 
 
 # --------------------------------------------------------------------------- command line
