@@ -337,6 +337,21 @@ CASES: list[Case] = [
     # python -m nanogptoss compare
     Case("compare", "compare grid --heads 3", cli("compare", "grid", "--heads", "3", "--out", "{tmp}/c"),
          "not divisible by 3 heads"),
+    Case("compare", "compare speedrun --per-model gpt2:lr", cli("compare", "speedrun", "--per-model", "gpt2:lr",
+                                                                "--data", "synthetic", "--out", "{tmp}/c"),
+         r"expects MODEL:OPTION=VALUE .* e\.g\. gpt2:lr=0\.002"),
+    Case("compare", "compare speedrun --per-model gpt2:seed=3",
+         cli("compare", "speedrun", "--per-model", "gpt2:seed=3", "--data", "synthetic", "--out", "{tmp}/c"),
+         "'seed' cannot differ between the models; choose one of"),
+    Case("compare", "compare speedrun --per-model gpt2:batch_size=0",
+         cli("compare", "speedrun", "--per-model", "gpt2:batch_size=0", "--data", "synthetic", "--out", "{tmp}/c"),
+         "--batch-size must be a whole number of at least 1"),
+    Case("compare", "compare speedrun --layers 2 4",
+         cli("compare", "speedrun", "--layers", "2", "4", "--data", "synthetic", "--out", "{tmp}/c"),
+         "the speedrun trains one shape: give --heads and --layers one value each"),
+    Case("compare", "compare grid --per-model gpt2:lr=0.001",
+         cli("compare", "grid", "--per-model", "gpt2:lr=0.001", "--data", "synthetic", "--out", "{tmp}/c"),
+         "--per-model is for the speedrun"),
 ]
 
 

@@ -1,6 +1,7 @@
 """The comparison runner: the experiments it sets up, and one tiny end-to-end run."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -109,14 +110,21 @@ def test_speedrun_gives_every_model_the_same_wall_clock(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     compare.main(["speedrun", "--minutes", "0.04", "--seeds", "0", "--data", "synthetic", "--max-stories", "300",
                   "--batch-size", "4", "--eval-interval", "5", "--eval-tokens", "512", "--warmup-steps", "2",
+                  "--per-model", "gpt2:batch_size=2", "--per-model", "gpt2:lr=0.001", "--per-model", "gpt2:min_lr=1e-4",
                   "--out", str(tmp_path / "sr")])
     with open(tmp_path / "sr" / "speedrun.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["model"] for r in rows] == ["gptoss", "gpt2"]
     assert all(r["name"].startswith("speedrun-") for r in rows)  # never a grid run's folder in the same --out
+    # each model at its own settings: the GPT-2 row took --per-model's, the GPT-OSS row the shared ones
+    assert [(r["batch_size"], r["lr"]) for r in rows] == [("4", "0.002 → 0.0002"), ("2", "0.001 → 0.0001")]
     for r in rows:  # each stopped by the clock (2.4 s of training), not by a step count
-        assert 2.4 <= float(r["train_s"]) < 10 and int(r["tokens_seen"]) == int(r["steps"]) * 4 * 128
+        assert 2.4 <= float(r["train_s"]) < 10
+        assert int(r["tokens_seen"]) == int(r["steps"]) * int(r["batch_size"]) * 128
         assert int(r["threads"]) == 1  # side by side, one thread each: the same share of the machine
+        options = json.loads((tmp_path / "sr" / "runs" / r["name"] / "options.json").read_text())
+        assert options["batch_size"] == int(r["batch_size"])
     md = (tmp_path / "sr" / "speedrun.md").read_text()
+    assert "| 0.001 → 0.0001 | 2 |" in md
     assert "0.04 minutes of training per run" in md and "synthetic stories" in md
     assert (tmp_path / "sr" / "speedrun_curves.png").stat().st_size > 0

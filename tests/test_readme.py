@@ -41,3 +41,17 @@ def test_the_readme_gives_the_command_and_the_data_of_each_committed_table():
 def test_the_images_the_readme_shows_exist():
     for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / "README.md").read_text()):
         assert (ROOT / target).is_file(), f"README shows {target}, which does not exist"
+
+
+def test_the_readme_shows_the_cpu_benchmark_tables_as_measured():
+    """The CPU levers and the memory check are shown whole, as the scripts wrote them."""
+    text = (ROOT / "README.md").read_text()
+    readme_rows = set(table_rows(text))
+    for name in ("cpu_levers.md",):
+        measured = (ROOT / "benchmarks" / "results" / "cpu" / name).read_text()
+        missing = [row for row in table_rows(measured) if row not in readme_rows]
+        assert not missing, f"README: rows of benchmarks/results/cpu/{name} missing or changed: {missing[:2]}"
+        command = re.search(r"Command: `([^`]+)`", measured).group(1)
+        assert command in text, f"README: the command of {name} ({command}) is missing"
+    log = (ROOT / "benchmarks" / "results" / "cpu" / "bench_cpu_memory.log").read_text()
+    assert set(table_rows(log)) <= readme_rows, "README: the memory table is not bench_cpu_memory.log's"

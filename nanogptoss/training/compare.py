@@ -33,13 +33,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import PRESETS, GPTConfig, get_config
+from ..config import MODELS, PRESETS, GPTConfig, get_config
 from ..data.stories import describe_source, pick_source
 from ..files import atomic_path, write_text
 from ..model.generate import generate
 from ..model.params import count_parameters, flops_per_token
 from ..weights.checkpoint import Checkpoint, load_model
-from .train import TrainConfig, add_options, options_from_args, read_metrics
+from .train import TrainConfig, add_options, option_type, options_from_args, read_metrics
 
 
 @dataclass
@@ -52,6 +52,7 @@ class RunSpec:
     seed: int = 0
     group: str = ""  # rows with the same group share a line in the table (seeds averaged)
     budget: str = ""  # "" for a step budget; "speedrun" for a wall-clock one, kept in its own folders
+    train: dict = field(default_factory=dict)  # this row's own training options (speedrun --per-model)
 
     @property
     def name(self) -> str:
@@ -164,7 +165,7 @@ GEN_TOKENS = 128  # greedy tokens timed per trained model
 
 def run_options(spec: RunSpec, template: TrainConfig, out: Path) -> TrainConfig:
     """The TrainConfig of one row: the shared budget, the row's model, overrides and seed."""
-    return template.replace(model=spec.model, overrides=dict(spec.overrides), seed=spec.seed,
+    return template.replace(**spec.train, model=spec.model, overrides=dict(spec.overrides), seed=spec.seed,
                             out_dir=str(out / "runs" / spec.name),
                             ckpt_interval=template.max_steps, progress=False, resume=False, wandb=False)
 
@@ -227,7 +228,8 @@ def run_one(spec: RunSpec, template: TrainConfig, out: Path, env: dict | None = 
                 tokenizer=summary["tokenizer"], device=summary["device"], dtype=summary["dtype"],
                 steps=summary["steps"], wall_s=summary["wall_s"], name=spec.name, data=summary["data"],
                 val_tokens=summary["val_tokens"], val_bytes=summary["val_bytes"], tokens_seen=summary["tokens_seen"],
-                train_s=summary["train_s"], threads=summary["threads"],
+                train_s=summary["train_s"], threads=summary["threads"], lr=f"{cfg.lr:g} → {cfg.min_lr:g}",
+                batch_size=cfg.batch_size,
                 seq_len=summary["model_config"]["max_position_embeddings"])
 
 
@@ -418,6 +420,8 @@ def report(experiment: str, results: list[dict], budget: TrainConfig, out: Path,
 
 SPEEDRUN_COLUMNS = [  # (key, header, format)
     ("val_bpb", "val bits/byte", "{:.4f}"),
+    ("lr", "lr (peak → end)", "{}"),
+    ("batch_size", "batch", "{:d}"),
     ("tokens_seen", "tokens seen", "{:,.0f}"),
     ("steps", "steps", "{:,.0f}"),
     ("train_tokens_per_s", "train tokens/s", "{:,.0f}"),
@@ -433,7 +437,7 @@ def speedrun_report(results: list[dict], budget: TrainConfig, out: Path, command
     write_csv(results, out / "speedrun.csv")
     r = results[0]
     lines = [f"speedrun: preset {budget.preset}, {budget.max_minutes:g} minutes of training per run (evaluation not "
-             f"counted), batch {budget.batch_size}, lr {budget.lr:g}, {r['device']} {r['dtype']}, "
+             f"counted), warmup {budget.warmup_steps} steps, {r['device']} {r['dtype']}, "
              f"{r['threads']} threads; data: {describe_source(r['data'])}, tokenizer {r['tokenizer']}; validation "
              f"bits/byte on the first {r['val_tokens']:,} tokens ({r['val_bytes']:,} bytes) of the validation split.",
              "", f"Command: `{command}`", "",
@@ -458,7 +462,7 @@ def plot_speedrun(results: list[dict], out: Path, budget: TrainConfig) -> None:
         label = f"{x['label']} (seed {x['seed']})"
         ax_time.plot([row["train_s"] / 60 for row in rows], [row["val_bpb"] for row in rows], marker="o", color=color,
                      ls=ls, label=label)
-        ax_tokens.plot([row["step"] * budget.batch_size * x["seq_len"] / 1e6 for row in rows],
+        ax_tokens.plot([row["step"] * x["batch_size"] * x["seq_len"] / 1e6 for row in rows],
                        [row["val_bpb"] for row in rows], marker="o", color=color, ls=ls, label=label)
     ax_time.set(xlabel="training minutes", ylabel="validation bits per byte", title="equal wall-clock")
     ax_tokens.set(xlabel="training tokens (millions)", ylabel="validation bits per byte", title="per token")
@@ -479,6 +483,29 @@ def pick_preset(name: str = "auto") -> str:
     return "gpu" if torch.cuda.is_bf16_supported(including_emulation=False) else "colab-t4"
 
 
+PER_MODEL_OPTIONS = ("lr", "min_lr", "batch_size")
+
+
+def parse_per_model(items: list[str] | None) -> dict[str, dict]:
+    """["gpt2:lr=0.002", "gptoss:batch_size=16"] -> {"gpt2": {"lr": 0.002}, "gptoss": {"batch_size": 16}}."""
+    types = {f.name: option_type(f) for f in dataclasses.fields(TrainConfig)}
+    out: dict[str, dict] = {}
+    for item in items or []:
+        model, sep, setting = item.partition(":")
+        name, eq, raw = setting.partition("=")
+        if not (sep and eq) or model not in MODELS:
+            raise ValueError(f"--per-model expects MODEL:OPTION=VALUE with MODEL one of {MODELS}, "
+                             f"e.g. gpt2:lr=0.002; got {item!r}")
+        if name not in PER_MODEL_OPTIONS:
+            raise ValueError(f"--per-model {item}: {name!r} cannot differ between the models; "
+                             f"choose one of {PER_MODEL_OPTIONS}")
+        try:
+            out.setdefault(model, {})[name] = types[name](raw)
+        except ValueError:
+            raise ValueError(f"--per-model {item}: {name} takes a number") from None
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nanogptoss compare",
@@ -496,11 +523,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="auto (TinyStories when it can be had, else synthetic stories, with a "
                                        "note), tinystories, synthetic, or a local file/folder")
     parser.add_argument("--heads", type=int, nargs="+", default=None,
-                        help="grid: query heads (default: the preset's), e.g. --heads 2 4 8")
+                        help="grid: query heads (default: the preset's), e.g. --heads 2 4 8; speedrun: one value")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
-                        help="grid: layers (default: the preset's), e.g. --layers 2 4")
+                        help="grid: layers (default: the preset's), e.g. --layers 2 4; speedrun: one value")
     parser.add_argument("--match", default="active", choices=("active", "flops"),
                         help="grid: size the GPT-2 MLP to the GPT-OSS's active parameters or training FLOPs")
+    parser.add_argument("--per-model", action="append", default=None, metavar="MODEL:OPTION=VALUE",
+                        help="speedrun: a training option for one model only, each model at its own tuned "
+                             f"setting (repeatable), e.g. --per-model gpt2:lr=0.002; OPTION one of "
+                             f"{', '.join(PER_MODEL_OPTIONS)}")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default="compare", help="folder for runs, tables and plots")
     add_options(parser, {f.name for f in dataclasses.fields(TrainConfig)} - PER_RUN - {"max_minutes"})
@@ -517,6 +548,12 @@ def main(argv: list[str] | None = None) -> None:
         template.validate()
         if args.jobs < 1:
             raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+        per_model = parse_per_model(args.per_model)
+        if per_model and args.experiment != "speedrun":
+            raise ValueError("--per-model is for the speedrun; grid and ladder compare every model at the same "
+                             "settings and steps")
+        for model, options in per_model.items():  # each model's settings must make a valid run too
+            template.replace(**options).validate()
         out = Path(args.out)
         command = "python -m nanogptoss compare " + " ".join(argv)
         print(f"preset {template.preset}, data {template.data}", flush=True)
@@ -525,9 +562,13 @@ def main(argv: list[str] | None = None) -> None:
             p = PRESETS[template.preset]
             budget = template.replace(max_minutes=args.minutes, max_steps=10 ** 9, threads=template.threads or 1)
             results = []
+            if len(args.heads or [0]) > 1 or len(args.layers or [0]) > 1:
+                raise ValueError("the speedrun trains one shape: give --heads and --layers one value each (or "
+                                 "leave them out for the preset's)")
+            shape = (args.heads or [p["num_attention_heads"]], args.layers or [p["num_hidden_layers"]])
             for seed in args.seeds:  # the two models of a seed train at the same time, one thread each
-                specs = [dataclasses.replace(spec, budget="speedrun") for spec in
-                         grid_specs(template.preset, [p["num_attention_heads"]], [p["num_hidden_layers"]], [seed])]
+                specs = [dataclasses.replace(spec, budget="speedrun", train=per_model.get(spec.model, {}))
+                         for spec in grid_specs(template.preset, *shape, [seed])]
                 print(f"seed {seed}: training {', '.join(s.label for s in specs)} side by side for "
                       f"{args.minutes:g} minutes", flush=True)
                 results += run_all(specs, budget, out, side_by_side=True)

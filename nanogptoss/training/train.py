@@ -583,7 +583,7 @@ def _train(cfg: TrainConfig, run: Run, out_dir: Path, callback) -> dict:
 
 # --------------------------------------------------------------------------- command line
 
-def _arg_type(f: dataclasses.Field):
+def option_type(f: dataclasses.Field):
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     return {"int": int, "float": float}.get(kind, str)
 
@@ -601,7 +601,7 @@ def add_options(parser: argparse.ArgumentParser, names: typing.Iterable[str] | N
         elif f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
         else:
-            parser.add_argument(flag, dest=f.name, type=_arg_type(f), default=f.default, **meta)
+            parser.add_argument(flag, dest=f.name, type=option_type(f), default=f.default, **meta)
 
 
 def options_from_args(args: argparse.Namespace, **base) -> TrainConfig:
