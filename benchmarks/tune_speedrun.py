@@ -95,7 +95,7 @@ def main(argv=None):
     command = "python benchmarks/tune_speedrun.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [f"Speedrun tuning: each setting trains both models side by side for {args.minutes:g} minutes "
              f"(seed {args.seed}, warmup {args.warmup_steps} steps, min lr = lr / 10, one thread each"
-             f"{', ' + ' '.join(extra) if extra else ''}); data: {describe_source(data)}, tokenizer {tokenizer}; "
+             f"{', `' + shlex.join(extra) + '`' if extra else ''}); data: {describe_source(data)}, tokenizer {tokenizer}; "
              f"validation bits/byte on the first {val_tokens:,} tokens of the validation split, as in the speedrun "
              "table. **bold**: each model's best.", "",
              f"Command: `{command}`", "",

@@ -50,7 +50,10 @@ def test_chapter_12_shows_the_committed_real_data_results_as_tables(site, browse
     assert "|---|" not in output_text(browser), "a markdown table is shown as raw text"
     headers = [t[0] for t in tables(browser) if t]
     assert sum(h.startswith("model seeds val bits/byte") for h in headers) >= 3  # this run, grid, ladder
-    assert any(h.startswith("model seed val bits/byte tokens seen") for h in headers)  # the speedrun
+    speedrun = "model seed val bits/byte lr (peak → end) batch tokens seen"
+    assert any(h.startswith(speedrun) for h in headers)  # the speedrun, each model at its own settings
+    assert any(h.startswith("lr batch GPT-OSS") for h in headers)  # its tuning sweep
+    assert any(h.startswith("variant GPT-OSS") for h in headers)  # and the variants
 
 
 def test_math_in_chapter_1_answers_is_typeset_not_a_list(site, browser):
