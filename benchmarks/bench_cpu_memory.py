@@ -21,18 +21,15 @@ from pathlib import Path
 
 import torch
 
+from common import proc_status_bytes  # also puts the checkout on sys.path
+from nanogptoss import GPT, get_config
+
 
 def rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
+    return proc_status_bytes(field) / 2**20
 
 
 def one_run(model: str, dtype_name: str, steps: int, batch: int) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from nanogptoss import GPT, get_config
-
     torch.set_num_threads(1)
     torch.manual_seed(0)
     dtype = getattr(torch, dtype_name)

@@ -122,6 +122,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def proc_status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status (Linux), e.g. "VmRSS" or its peak "VmHWM", in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
 class PeakMemory:
     """Peak memory above what was allocated at the start, in bytes.
 
@@ -133,13 +141,6 @@ class PeakMemory:
     def __init__(self, device: torch.device):
         self.device, self.peak = device, None
 
-    @staticmethod
-    def _status(field: str) -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-        raise KeyError(field)
-
     def __enter__(self):
         gc.collect()
         if self.device.type == "cuda":
@@ -150,7 +151,7 @@ class PeakMemory:
             try:
                 ctypes.CDLL("libc.so.6").malloc_trim(0)
                 Path("/proc/self/clear_refs").write_text("5")
-                self.start = self._status("VmRSS")
+                self.start = proc_status_bytes("VmRSS")
             except (OSError, KeyError):  # not Linux: no CPU memory figure
                 self.start = None
         return self
@@ -159,7 +160,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
         elif self.start is not None:
-            self.peak = max(self._status("VmHWM") - self.start, 0)
+            self.peak = max(proc_status_bytes("VmHWM") - self.start, 0)
 
 
 class Row:

@@ -88,7 +88,7 @@ def main(argv=None):
         for r in speedrun(args, Path(args.out) / f"lr{lr:g}-b{batch}", options, extra):
             data, tokenizer, val_tokens = r["data"], r["tokenizer"], int(r["val_tokens"])
             rows.append(dict(lr=lr, batch=batch, model=r["label"], key=r["model"], val_bpb=float(r["val_bpb"]),
-                             tokens_seen=int(float(r["tokens_seen"])), steps=int(float(r["steps"]))))
+                             tokens_seen=int(float(r["tokens_seen"]))))
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     best = {m: min((r for r in rows if r["model"] == m), key=lambda r: r["val_bpb"]) for m in models}

@@ -552,7 +552,7 @@ def main(argv: list[str] | None = None) -> None:
         if per_model and args.experiment != "speedrun":
             raise ValueError("--per-model is for the speedrun; grid and ladder compare every model at the same "
                              "settings and steps")
-        for model, options in per_model.items():  # each model's settings must make a valid run too
+        for options in per_model.values():  # each model's settings must make a valid run too
             template.replace(**options).validate()
         out = Path(args.out)
         command = "python -m nanogptoss compare " + " ".join(argv)
