@@ -104,6 +104,21 @@ def test_cli_reports_bad_options_without_a_traceback(tmp_path):
     assert "not divisible" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_speedrun_window_changes_only_the_gptoss_and_keeps_the_match():
+    from nanogptoss.training.compare import parse_per_model, speedrun_specs
+
+    plain = speedrun_specs("cpu-tiny", 4, 4, 0, {})
+    per_model = parse_per_model(["gptoss:sliding_window=64", "gptoss:lr=0.004", "gpt2:batch_size=4"])
+    assert per_model == {"gptoss": {"sliding_window": 64, "lr": 0.004}, "gpt2": {"batch_size": 4}}
+    oss, gpt2 = speedrun_specs("cpu-tiny", 4, 4, 0, per_model)
+    assert oss.config("cpu-tiny").sliding_window == 64 and plain[0].config("cpu-tiny").sliding_window == 32
+    assert oss.train == {"lr": 0.004} and gpt2.train == {"batch_size": 4}  # options to the run, fields to the model
+    assert "window 64" in oss.label and oss.name != plain[0].name  # its own row label and its own folder
+    # the window leaves the GPT-OSS's parameters alone, so the GPT-2 matched to it is the same model
+    assert count_parameters(oss.config("cpu-tiny")) == count_parameters(plain[0].config("cpu-tiny"))
+    assert gpt2.overrides == plain[1].overrides and gpt2.name == plain[1].name
+
+
 def test_speedrun_gives_every_model_the_same_wall_clock(tmp_path, monkeypatch):
     from nanogptoss.training import compare
 
@@ -111,7 +126,7 @@ def test_speedrun_gives_every_model_the_same_wall_clock(tmp_path, monkeypatch):
     compare.main(["speedrun", "--minutes", "0.04", "--seeds", "0", "--data", "synthetic", "--max-stories", "300",
                   "--batch-size", "4", "--eval-interval", "5", "--eval-tokens", "512", "--warmup-steps", "2",
                   "--per-model", "gpt2:batch_size=2", "--per-model", "gpt2:lr=0.001", "--per-model", "gpt2:min_lr=1e-4",
-                  "--out", str(tmp_path / "sr")])
+                  "--per-model", "gptoss:sliding_window=16", "--out", str(tmp_path / "sr")])
     with open(tmp_path / "sr" / "speedrun.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["model"] for r in rows] == ["gptoss", "gpt2"]
@@ -124,6 +139,8 @@ def test_speedrun_gives_every_model_the_same_wall_clock(tmp_path, monkeypatch):
         assert int(r["threads"]) == 1  # side by side, one thread each: the same share of the machine
         options = json.loads((tmp_path / "sr" / "runs" / r["name"] / "options.json").read_text())
         assert options["batch_size"] == int(r["batch_size"])
+        assert options["overrides"].get("sliding_window") == (16 if r["model"] == "gptoss" else None)
+    assert rows[0]["label"].endswith(", sliding window 16")  # the table says which window the GPT-OSS had
     md = (tmp_path / "sr" / "speedrun.md").read_text()
     assert "| 0.001 → 0.0001 | 2 |" in md
     assert "0.04 minutes of training per run" in md and "synthetic stories" in md

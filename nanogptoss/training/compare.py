@@ -483,12 +483,14 @@ def pick_preset(name: str = "auto") -> str:
     return "gpu" if torch.cuda.is_bf16_supported(including_emulation=False) else "colab-t4"
 
 
-PER_MODEL_OPTIONS = ("lr", "min_lr", "batch_size")
+PER_MODEL_OPTIONS = ("lr", "min_lr", "batch_size")  # TrainConfig options
+# model fields one end may change without changing its parameter count, so the GPT-2 match still holds
+PER_MODEL_FIELDS = {"gptoss": ("sliding_window",), "gpt2": ()}
 
 
 def parse_per_model(items: list[str] | None) -> dict[str, dict]:
-    """["gpt2:lr=0.002", "gptoss:batch_size=16"] -> {"gpt2": {"lr": 0.002}, "gptoss": {"batch_size": 16}}."""
-    types = {f.name: option_type(f) for f in dataclasses.fields(TrainConfig)}
+    """["gpt2:lr=0.002", "gptoss:sliding_window=64"] -> {"gpt2": {"lr": 0.002}, "gptoss": {"sliding_window": 64}}."""
+    types = {f.name: option_type(f) for f in dataclasses.fields(TrainConfig)} | {"sliding_window": int}
     out: dict[str, dict] = {}
     for item in items or []:
         model, sep, setting = item.partition(":")
@@ -496,14 +498,30 @@ def parse_per_model(items: list[str] | None) -> dict[str, dict]:
         if not (sep and eq) or model not in MODELS:
             raise ValueError(f"--per-model expects MODEL:OPTION=VALUE with MODEL one of {MODELS}, "
                              f"e.g. gpt2:lr=0.002; got {item!r}")
-        if name not in PER_MODEL_OPTIONS:
-            raise ValueError(f"--per-model {item}: {name!r} cannot differ between the models; "
-                             f"choose one of {PER_MODEL_OPTIONS}")
+        allowed = PER_MODEL_OPTIONS + PER_MODEL_FIELDS[model]
+        if name not in allowed:
+            why = (f"{model} has no {name}" if name in PER_MODEL_FIELDS["gptoss"]
+                   else f"{name!r} cannot differ between the models")
+            raise ValueError(f"--per-model {item}: {why}; for {model} choose one of {allowed}")
         try:
             out.setdefault(model, {})[name] = types[name](raw)
         except ValueError:
             raise ValueError(f"--per-model {item}: {name} takes a number") from None
     return out
+
+
+def speedrun_specs(preset: str, heads: int, layers: int, seed: int, per_model: dict[str, dict]) -> list[RunSpec]:
+    """The grid cell (heads, layers) on a wall-clock budget, each model with its --per-model settings:
+    training options go to the run, model fields to the config (and the label, so the table says so)."""
+    specs = []
+    for spec in grid_specs(preset, [heads], [layers], [seed]):
+        mine = per_model.get(spec.model, {})
+        fields = {k: v for k, v in mine.items() if k in PER_MODEL_FIELDS[spec.model]}
+        label = spec.label + "".join(f", {k.replace('_', ' ')} {v}" for k, v in fields.items())
+        specs.append(dataclasses.replace(spec, label=label, overrides={**spec.overrides, **fields}, budget="speedrun",
+                                         train={k: v for k, v in mine.items() if k in PER_MODEL_OPTIONS}))
+        specs[-1].config(preset)  # a bad field (e.g. a window of 0) fails here, before anything trains
+    return specs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -531,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-model", action="append", default=None, metavar="MODEL:OPTION=VALUE",
                         help="speedrun: a training option for one model only, each model at its own tuned "
                              f"setting (repeatable), e.g. --per-model gpt2:lr=0.002; OPTION one of "
-                             f"{', '.join(PER_MODEL_OPTIONS)}")
+                             f"{', '.join(PER_MODEL_OPTIONS)}, or for gptoss a field that leaves its parameter "
+                             f"count alone ({', '.join(PER_MODEL_FIELDS['gptoss'])})")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default="compare", help="folder for runs, tables and plots")
     add_options(parser, {f.name for f in dataclasses.fields(TrainConfig)} - PER_RUN - {"max_minutes"})
@@ -553,7 +572,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError("--per-model is for the speedrun; grid and ladder compare every model at the same "
                              "settings and steps")
         for options in per_model.values():  # each model's settings must make a valid run too
-            template.replace(**options).validate()
+            template.replace(**{k: v for k, v in options.items() if k in PER_MODEL_OPTIONS}).validate()
         out = Path(args.out)
         command = "python -m nanogptoss compare " + " ".join(argv)
         print(f"preset {template.preset}, data {template.data}", flush=True)
@@ -567,8 +586,7 @@ def main(argv: list[str] | None = None) -> None:
                                  "leave them out for the preset's)")
             shape = (args.heads or [p["num_attention_heads"]], args.layers or [p["num_hidden_layers"]])
             for seed in args.seeds:  # the two models of a seed train at the same time, one thread each
-                specs = [dataclasses.replace(spec, budget="speedrun", train=per_model.get(spec.model, {}))
-                         for spec in grid_specs(template.preset, *shape, [seed])]
+                specs = speedrun_specs(template.preset, shape[0][0], shape[1][0], seed, per_model)
                 print(f"seed {seed}: training {', '.join(s.label for s in specs)} side by side for "
                       f"{args.minutes:g} minutes", flush=True)
                 results += run_all(specs, budget, out, side_by_side=True)
