@@ -485,12 +485,14 @@ def pick_preset(name: str = "auto") -> str:
 
 PER_MODEL_OPTIONS = ("lr", "min_lr", "batch_size")  # TrainConfig options
 # model fields one end may change without changing its parameter count, so the GPT-2 match still holds
+# (each a whole number)
 PER_MODEL_FIELDS = {"gptoss": ("sliding_window",), "gpt2": ()}
 
 
 def parse_per_model(items: list[str] | None) -> dict[str, dict]:
     """["gpt2:lr=0.002", "gptoss:sliding_window=64"] -> {"gpt2": {"lr": 0.002}, "gptoss": {"sliding_window": 64}}."""
-    types = {f.name: option_type(f) for f in dataclasses.fields(TrainConfig)} | {"sliding_window": int}
+    model_fields = {name for fields in PER_MODEL_FIELDS.values() for name in fields}
+    types = {f.name: option_type(f) for f in dataclasses.fields(TrainConfig)} | dict.fromkeys(model_fields, int)
     out: dict[str, dict] = {}
     for item in items or []:
         model, sep, setting = item.partition(":")
@@ -500,7 +502,7 @@ def parse_per_model(items: list[str] | None) -> dict[str, dict]:
                              f"e.g. gpt2:lr=0.002; got {item!r}")
         allowed = PER_MODEL_OPTIONS + PER_MODEL_FIELDS[model]
         if name not in allowed:
-            why = (f"{model} has no {name}" if name in PER_MODEL_FIELDS["gptoss"]
+            why = (f"{model} has no {name}" if name in model_fields
                    else f"{name!r} cannot differ between the models")
             raise ValueError(f"--per-model {item}: {why}; for {model} choose one of {allowed}")
         try:
