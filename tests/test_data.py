@@ -154,6 +154,18 @@ def test_batches_are_a_function_of_seed_and_step_and_split_across_ranks_and_micr
         TokenBatches(tokens[:10], 16, 4)
 
 
+def test_batches_reach_the_last_window_and_accept_a_stream_of_exactly_one_window():
+    tokens = np.arange(40, dtype=np.uint16)
+    batches = TokenBatches(tokens, seq_len=8, batch_size=64, seed=0)
+    last_targets = {int(y[-1]) for step in range(20) for y in batches.get(step)[1]}
+    assert 39 in last_targets  # the final token is a target: the window starting at 40 - 8 - 1 is drawn
+    one = TokenBatches(tokens[:9], seq_len=8, batch_size=2)  # exactly seq_len + 1 tokens: one window
+    x, y = one.get(0)
+    assert x.tolist() == [list(range(8))] * 2 and y.tolist() == [list(range(1, 9))] * 2
+    with pytest.raises(DataUnavailable, match="at least seq_len \\+ 1 = 9"):
+        TokenBatches(tokens[:8], seq_len=8, batch_size=2)
+
+
 def test_bits_per_byte():
     header = {"count": 250, "bytes": 1000}
     assert bits_per_byte(math.log(2) * 4, header) == pytest.approx(1.0)  # 4 bits/token, 4 bytes/token

@@ -245,9 +245,17 @@ def schedule(step, cfg, plus_one=True, floor=None, linear=False):
     floor = cfg.min_lr if floor is None else floor
     if step < cfg.warmup_steps:
         return cfg.lr * (step + (1 if plus_one else 0)) / cfg.warmup_steps
-    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    t = min(1.0, (step + 1 - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
     shape = 1 - t if linear else 0.5 * (1 + math.cos(math.pi * t))
     return floor + (cfg.lr - floor) * shape
+
+
+def lr_peak_twice(step, cfg):
+    """The schedule before the fix: the cosine counted from 0 after a warmup counted from 1."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
 
 
 def fp16_rmsnorm(x, w, eps):
@@ -318,6 +326,7 @@ PLANTED = [
     ("check_lr_schedule", lambda s, c: schedule(s, c, plus_one=False), "off by one"),
     ("check_lr_schedule", lambda s, c: schedule(s, c, floor=0.0), "min_lr"),
     ("check_lr_schedule", lambda s, c: schedule(s, c, linear=True), "cosine"),
+    ("check_lr_schedule", lambda s, c: lr_peak_twice(s, c), "one step late"),
 ]
 
 # the one mistake each chapter warns about, caught with the hint that names it

@@ -25,13 +25,15 @@ def losses(cfg: TrainConfig) -> list[tuple]:
     return [(r["step"], r["loss"], r.get("val_loss")) for r in rows]
 
 
-def test_lr_warms_up_then_decays_to_min_lr():
+def test_lr_warms_up_to_one_peak_then_decays_to_min_lr_at_the_last_step():
     cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
-    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
-    assert lr_at(60, cfg) == pytest.approx(0.55)  # half way through the cosine
-    assert lr_at(110, cfg) == pytest.approx(0.1)
-    steps = [lr_at(s, cfg) for s in range(10, 111)]
-    assert all(a >= b for a, b in zip(steps, steps[1:]))
+    lrs = [lr_at(s, cfg) for s in range(cfg.max_steps)]
+    assert lrs[0] == pytest.approx(0.1)  # the first step already trains: lr / warmup_steps
+    assert lrs[9] == pytest.approx(1.0)  # the warmup's last step is the peak ...
+    assert lrs.count(max(lrs)) == 1 and lrs[10] < 1.0  # ... and the only step at it
+    assert lrs[59] == pytest.approx(0.55)  # half way through the 100 cosine steps
+    assert lrs[-1] == pytest.approx(0.1)  # the last step, max_steps - 1, ends at min_lr
+    assert all(a > b for a, b in zip(lrs[9:], lrs[10:]))
 
 
 def test_weight_decay_on_the_matrices_that_multiply_activations_only():

@@ -837,8 +837,9 @@ def _curve(fn, cfg):
 
 @_register
 def check_lr_schedule(fn: Callable, seed: int = 0) -> CheckResult:
-    """fn(step, cfg) -> the learning rate of optimizer step `step`: linear warmup, then a cosine
-    down to cfg.min_lr; compared with nanogptoss.training.train.lr_at at every step of a run."""
+    """fn(step, cfg) -> the learning rate of optimizer step `step` (from 0): linear warmup whose last step
+    is the peak, then a cosine down to cfg.min_lr at the last step; compared with
+    nanogptoss.training.train.lr_at at every step of a run."""
     from ..training.train import lr_at
 
     cases = []
@@ -850,10 +851,10 @@ def check_lr_schedule(fn: Callable, seed: int = 0) -> CheckResult:
     def wrong(schedule):
         return lambda cfg: torch.tensor([schedule(s, cfg) for s in range(cfg.max_steps)], dtype=torch.float64)
 
-    def cosine(step, cfg, floor=None, span=None):
+    def cosine(step, cfg, floor=None, span=None, after_peak=1):
         floor = cfg.min_lr if floor is None else floor
         span = cfg.max_steps - cfg.warmup_steps if span is None else span
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, span))
+        progress = min(1.0, (step + after_peak - cfg.warmup_steps) / max(1, span))
         return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
 
     def warm(step, cfg, then=cosine, plus_one=True):
@@ -864,12 +865,15 @@ def check_lr_schedule(fn: Callable, seed: int = 0) -> CheckResult:
     mistakes = [
         Mistake(wrong(lambda s, c: warm(s, c, plus_one=False)),
                 "off by one in the warmup: step 0 already trains, so it gets lr · 1 / warmup_steps, not 0"),
+        Mistake(wrong(lambda s, c: warm(s, c, then=lambda s, c: cosine(s, c, after_peak=0))),
+                "the cosine starts one step late: the warmup's last step already trained at the peak, so "
+                "the first cosine step is below it, and the last step (max_steps − 1) reaches cfg.min_lr"),
         Mistake(wrong(lambda s, c: warm(s, c, then=lambda s, c: cosine(s, c, floor=0.0))),
                 "the cosine ends at cfg.min_lr, not at 0"),
         Mistake(wrong(lambda s, c: warm(s, c, then=lambda s, c: cosine(s, c, span=c.max_steps))),
                 "the cosine runs over the steps after the warmup, max_steps − warmup_steps of them"),
         Mistake(wrong(lambda s, c: warm(s, c, then=lambda s, c: c.min_lr + (c.lr - c.min_lr) * max(
-            0.0, 1 - (s - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps)))),
+            0.0, 1 - (s + 1 - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps)))),
                 "the decay follows half a cosine, not a straight line"),
     ]
     return _run("check_lr_schedule", fn, cases, mistakes, "nanogptoss.training.train.lr_at",

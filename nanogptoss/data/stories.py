@@ -377,8 +377,8 @@ class TokenBatches:
 
     def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int = 0,
                  rank: int = 0, world: int = 1, n_micro: int = 1):
-        if len(tokens) <= seq_len + 1:
-            raise DataUnavailable(f"only {len(tokens)} tokens: need more than seq_len + 1 = {seq_len + 1}; "
+        if len(tokens) < seq_len + 1:
+            raise DataUnavailable(f"only {len(tokens)} tokens: need at least seq_len + 1 = {seq_len + 1}; "
                                   "use more stories or a shorter context (max_position_embeddings)")
         if batch_size % (n_micro * world):
             raise ValueError(f"batch_size {batch_size} must be divisible by gradient-accumulation steps ({n_micro}) "
@@ -388,7 +388,8 @@ class TokenBatches:
 
     def get(self, step: int, micro: int = 0, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        starts = torch.randint(len(self.tokens) - self.seq_len - 1, (self.batch_size,), generator=g)
+        # a window takes seq_len + 1 tokens, so the last one starts at len - seq_len - 1 (inclusive)
+        starts = torch.randint(len(self.tokens) - self.seq_len, (self.batch_size,), generator=g)
         per_micro = self.batch_size // self.n_micro
         mine = starts[micro * per_micro:(micro + 1) * per_micro][self.rank::self.world].tolist()
         rows = np.stack([self.tokens[s:s + self.seq_len + 1] for s in mine]).astype(np.int64)

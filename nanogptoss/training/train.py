@@ -321,12 +321,14 @@ def restore(ckpt: Checkpoint, model, optimizer, scaler) -> int:
 
 
 def lr_at(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
-    """Linear warmup to cfg.lr, then a cosine down to cfg.min_lr at the last step, or, for a run on a
-    wall-clock budget, at the end of its time (`progress`: the fraction of the budget spent)."""
+    """Step s (counted from 0) trains at lr·(s+1)/warmup_steps during the warmup, so step warmup_steps−1
+    is the one step at the peak cfg.lr; a cosine then falls to cfg.min_lr, reached at the last step
+    (max_steps−1), or, for a run on a wall-clock budget, at the end of its time (`progress`: the
+    fraction of the budget spent)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if progress is None:
-        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        progress = (step + 1 - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
