@@ -139,6 +139,9 @@ class Checkpoint:
         groups = json.loads(self.meta["optim_groups"])
         if [len(g["params"]) for g in groups] != [len(g["params"]) for g in optimizer.param_groups]:
             raise CheckpointError(f"{self.path}: optimizer parameter groups do not match this model")
+        # JSON has no tuples: give each value back the type the optimizer holds (AdamW's betas)
+        groups = [{k: tuple(v) if isinstance(now.get(k), tuple) and isinstance(v, list) else v
+                   for k, v in group.items()} for group, now in zip(groups, optimizer.param_groups)]
         optimizer.load_state_dict({"state": state, "param_groups": groups})
 
     def load_scaler(self, scaler) -> None:
