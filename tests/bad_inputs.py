@@ -8,6 +8,7 @@ same cases; the test checks that the committed table is the one the cases give.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -55,6 +56,12 @@ def _chdir(path: Path):
         yield
     finally:
         os.chdir(before)
+
+
+def _tokenizer_dir() -> Path:
+    from nanogptoss.data.tokenizer import TOKENIZER_DIR
+
+    return TOKENIZER_DIR
 
 
 def _tiny_model():
@@ -298,9 +305,9 @@ CASES: list[Case] = [
     Case("train", "train --data missing.txt", train_with(data="missing.txt"), "missing.txt does not exist"),
     Case("train", "train --data empty.txt", _with_files(_write("empty.txt", ""), then=train_with(data="empty.txt")),
          "empty.txt holds no stories"),
-    Case("train", "train --data one.txt (no <|endoftext|> separators)",
+    Case("train", "train --data one.txt (one line of text)",
          _with_files(_write("one.txt", STORY * 50), then=train_with(data="one.txt")),
-         r"one.txt holds a single story: stories must be separated by <\|endoftext\|>"),
+         r"one.txt holds a single story: a file is split into training and validation stories"),
     Case("train", "train --data binary.txt", _with_files(_write("binary.txt", b"\xff\xfe\x00\x81" * 64),
                                                           then=train_with(data="binary.txt")), "is not UTF-8 text"),
     Case("train", "train --data broken.jsonl (line 2 cut short)",
@@ -334,6 +341,14 @@ CASES: list[Case] = [
          "--vocab-size must be at least 257"),
     Case("tokenizer", "tokenizer train --data missing.txt", cli("tokenizer", "train", "--data", "missing.txt"),
          "missing.txt does not exist"),
+    Case("tokenizer", "tokenizer show --tokenizer short.tiktoken (only 200 of the 256 single bytes)",
+         _with_files(_write("short.tiktoken", "".join(f"{base64.b64encode(bytes([b])).decode()} {b}\n"
+                                                        for b in range(200))),
+                     then=cli("tokenizer", "show", "--tokenizer", "short.tiktoken")),
+         "lacks 56 of the 256 single bytes"),
+    Case("tokenizer", "tokenizer train --out <the package's tokenizers>/tinystories-4k.tiktoken",
+         lambda tmp: cli("tokenizer", "train", "--out", str(_tokenizer_dir() / "tinystories-4k.tiktoken"))(tmp),
+         "inside the installed package's shipped tokenizers"),
     # python -m nanogptoss compare
     Case("compare", "compare grid --heads 3", cli("compare", "grid", "--heads", "3", "--out", "{tmp}/c"),
          "not divisible by 3 heads"),

@@ -108,3 +108,55 @@ def test_retraining_the_shipped_4k_bpe_gives_the_same_file(tmp_path):
         return
     main(["train", "--data", "tinystories", "--vocab-size", "4096", "--out", str(tmp_path / "again.tiktoken")])
     assert (tmp_path / "again.tiktoken").read_bytes() == (TOKENIZER_DIR / "tinystories-4k.tiktoken").read_bytes()
+
+
+def _paragraphs(n: int) -> str:
+    words = "the cat sat on a mat and then ran to see the big red dog in the sun".split()
+    return "\n\n".join(" ".join(words[(i + j) % len(words)] for j in range(12)) for i in range(n))
+
+
+def test_tokenizer_train_takes_any_text_file_says_what_it_held_out_and_writes_to_the_working_folder(
+        tmp_path, monkeypatch, capsys):
+    from nanogptoss.data.tokenizer import TOKENIZER_DIR, main
+
+    shipped = {p.name: p.read_bytes() for p in TOKENIZER_DIR.iterdir()}
+    (tmp_path / "notes.md").write_text(_paragraphs(40))  # no <|endoftext|>, not .txt
+    monkeypatch.chdir(tmp_path)
+    main(["train", "--data", "notes.md", "--vocab-size", "270", "--no-progress"])
+    out = capsys.readouterr().out
+    assert "training on 38 stories: the first 95% of the stories in notes.md (the last 5% held out" in out
+    assert (tmp_path / "notes-270.tiktoken").is_file() and (tmp_path / "notes-270.json").is_file()
+    assert get_tokenizer(str(tmp_path / "notes-270.tiktoken")).n_vocab == 270
+    assert {p.name: p.read_bytes() for p in TOKENIZER_DIR.iterdir()} == shipped  # the package untouched
+
+
+def test_tokenizer_train_never_writes_the_shipped_files_and_says_a_vocabulary_shortfall(tmp_path, monkeypatch,
+                                                                                       capsys):
+    from nanogptoss.data.tokenizer import TOKENIZER_DIR, main
+
+    (tmp_path / "tiny.txt").write_text("ab ab ab\n\nba ba\n\nab ba")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="shipped tokenizers"):
+        main(["train", "--data", "tiny.txt", "--out", str(TOKENIZER_DIR / "tinystories-4k.tiktoken")])
+    main(["train", "--data", "tiny.txt", "--vocab-size", "5000", "--no-progress"])
+    out = capsys.readouterr().out
+    got = get_tokenizer(str(tmp_path / next(p.name for p in tmp_path.glob("tiny-*.tiktoken")))).n_vocab
+    assert got < 5000 and f"asked for 5,000 ids, got {got:,}" in out
+    assert (tmp_path / f"tiny-{got}.tiktoken").is_file()  # named for what it holds, not "4k"
+
+
+def test_tokenizer_train_help_says_what_is_held_out(capsys):
+    from nanogptoss.data.tokenizer import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "held out" in " ".join(capsys.readouterr().out.split()).lower()
+
+
+def test_a_ranks_file_without_the_256_single_bytes_is_refused(tmp_path):
+    import base64
+
+    path = tmp_path / "short.tiktoken"
+    path.write_text("".join(f"{base64.b64encode(bytes([b])).decode()} {b}\n" for b in range(200)))
+    with pytest.raises(ValueError, match="lacks 56 of the 256 single bytes"):
+        get_tokenizer(str(path))

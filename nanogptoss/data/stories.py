@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +28,8 @@ from ..files import atomic_path, remove_stale_temps, write_text
 
 HUB_NAME = "roneneldan/TinyStories"
 TEXT_FIELDS = ("text", "story")  # the hub dataset says "text", the original tarball's JSON "story"
-LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")  # what a folder is searched for; a file named alone
+STRUCTURED_SUFFIXES = (".jsonl", ".json", ".parquet")  # any other file is read as plain UTF-8 text
 EOT = "<|endoftext|>"
 
 
@@ -70,8 +72,8 @@ def _jsonl_records(path: Path):
 
 def _read_file(path: Path) -> list[str]:
     try:
-        if path.suffix == ".txt":
-            return [s.strip() for s in path.read_text(encoding="utf-8").split(EOT) if s.strip()]
+        if path.suffix not in STRUCTURED_SUFFIXES:
+            return split_stories(path.read_text(encoding="utf-8"))
         if path.suffix == ".jsonl":
             return _stories_from_records(_jsonl_records(path), str(path))
         if path.suffix == ".json":
@@ -91,7 +93,19 @@ def _read_file(path: Path) -> list[str]:
     except UnicodeDecodeError as err:
         raise DataUnavailable(f"{path} is not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
                               "give a text file of stories separated by <|endoftext|>") from None
-    raise DataUnavailable(f"{path}: unsupported file type; use one of {', '.join(LOCAL_SUFFIXES)}")
+    raise AssertionError(path.suffix)  # every suffix is handled above
+
+
+def split_stories(text: str) -> list[str]:
+    """The stories of a plain text: separated by <|endoftext|> where it has any (TinyStories' files),
+    else by blank lines (paragraphs), else one per line."""
+    if EOT in text:
+        pieces = text.split(EOT)
+    else:
+        pieces = re.split(r"\n[ \t]*\n", text)
+        if len(pieces) < 2:
+            pieces = text.splitlines()
+    return [piece.strip() for piece in pieces if piece.strip()]
 
 
 def _split_of(path: Path) -> str:
@@ -103,7 +117,7 @@ def local_files(path: str | os.PathLike) -> list[Path]:
     """The story files a local source names: the file itself, or those in a folder."""
     path = Path(path)
     if not path.exists():
-        raise DataUnavailable(f"{path} does not exist; give a .txt/.jsonl/.json/.parquet file or a folder of them")
+        raise DataUnavailable(f"{path} does not exist; give a text, .jsonl, .json or .parquet file, or a folder of them")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in LOCAL_SUFFIXES)
     if not files:
         raise DataUnavailable(f"{path} holds no {'/'.join(LOCAL_SUFFIXES)} files")
@@ -130,8 +144,8 @@ def load_local(path: str | os.PathLike, split: str = "train", val_fraction: floa
     stories = [s for f in files for s in _read_file(f)]
     if len(stories) < 2:
         what = "no stories" if not stories else "a single story"
-        raise DataUnavailable(f"{path} holds {what}: stories must be separated by <|endoftext|> (as in the "
-                              "TinyStories .txt files), and a file is split into training and validation stories")
+        raise DataUnavailable(f"{path} holds {what}: a file is split into training and validation stories, so "
+                              "it needs at least two (separated by <|endoftext|>, blank lines, or lines)")
     n_val = max(1, int(len(stories) * val_fraction))
     return stories[-n_val:] if split == "validation" else stories[:-n_val]
 

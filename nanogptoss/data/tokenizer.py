@@ -87,6 +87,11 @@ def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:
             raise ValueError(f"{path}:{n} is not a 'base64-token rank' line: {line[:60]!r}") from None
     if sorted(ranks.values()) != list(range(len(ranks))):
         raise ValueError(f"{path}: ranks must be 0..{len(ranks) - 1} without gaps or repeats")
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:  # a byte-level BPE must be able to spell any text; tiktoken panics without them
+        raise ValueError(f"{path} lacks {len(missing)} of the 256 single bytes (e.g. {bytes([missing[0]])!r}): "
+                         "a byte-level BPE's file holds every single byte as a token; train one with "
+                         "`python -m nanogptoss tokenizer train`")
     return ranks
 
 
@@ -225,15 +230,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m nanogptoss tokenizer",
                                      description="Train a small byte-level BPE and save it in tiktoken's format.")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a BPE on a corpus")
+    train = sub.add_parser(
+        "train", help="train a BPE on a corpus",
+        description="Train a byte-level BPE on the training stories of --data. Held out, as in `train`: "
+                    "TinyStories' validation split; in a folder, the files named *valid*/*val*; in a single "
+                    "file, its last 5%% of stories. A plain text file (any name but .jsonl/.json/.parquet) "
+                    "is cut into stories at <|endoftext|>, else at blank lines, else at line ends.")
     train.add_argument("--data", default="tinystories",
                        help="'tinystories' (the Hugging Face dataset, or $NANOGPTOSS_DATA when set), "
-                            "'synthetic', or a local .txt/.jsonl/.parquet file or folder")
+                            "'synthetic', or a local text, .jsonl, .json or .parquet file, or a folder")
     train.add_argument("--vocab-size", type=int, default=4096, help="ids in all, <|endoftext|> included")
     train.add_argument("--max-stories", type=int, default=200_000, help="train on at most this many stories")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
-    train.add_argument("--out", default=None, help="output .tiktoken file (default: nanogptoss/data/tokenizers/"
-                                                   "<name>.tiktoken, with <name>.json saying how it was made)")
+    train.add_argument("--out", default=None,
+                       help="output .tiktoken file, beside it <name>.json saying how it was made (default: "
+                            "<data>-<vocabulary>.tiktoken in the working folder; the shipped tokenizers are "
+                            "never overwritten)")
     show = sub.add_parser("show", help="tokenize a text with a tokenizer and print the pieces")
     show.add_argument("--tokenizer", default="tinystories-4k")
     show.add_argument("text", nargs="?", default="Once upon a time, there was a little girl named Lily.")
@@ -272,24 +284,49 @@ def run_command(args) -> None:
 
     if args.vocab_size < 257:
         raise ValueError(f"--vocab-size must be at least 257 (256 bytes + <|endoftext|>), got {args.vocab_size}")
+    if args.out and Path(args.out).resolve().parent == TOKENIZER_DIR.resolve():
+        raise ValueError(f"--out {args.out} is inside the installed package's shipped tokenizers "
+                         f"({TOKENIZER_DIR}), which checkpoints name and must not change: write elsewhere")
     try:
         texts = load_texts(args.data, split="train", limit=args.max_stories)
     except DataUnavailable as err:
         raise ValueError(str(err)) from None
+    print(f"training on {len(texts):,} stories: {training_split(args.data, len(texts), args.max_stories)}")
 
     ranks = train_bpe(texts, args.vocab_size, progress=args.progress)
-    name = f"{Path(str(args.data)).stem}-{args.vocab_size // 1024}k"
-    out = Path(args.out) if args.out else TOKENIZER_DIR / f"{name}.tiktoken"
+    n_vocab = len(ranks) + 1
+    if n_vocab < args.vocab_size:
+        print(f"note: asked for {args.vocab_size:,} ids, got {n_vocab:,}: the text has no more pairs of "
+              "tokens to merge; give more text for a larger vocabulary")
+    size = f"{n_vocab // 1024}k" if n_vocab % 1024 == 0 else str(n_vocab)
+    out = Path(args.out) if args.out else Path(f"{Path(str(args.data)).stem}-{size}.tiktoken")
     out.parent.mkdir(parents=True, exist_ok=True)
     save_ranks(ranks, out)
     command = (f"python -m nanogptoss tokenizer train --data {args.data} --vocab-size {args.vocab_size} "
                f"--max-stories {args.max_stories}")
     write_text(out.with_suffix(".json"),
-               json.dumps(provenance(args.data, args.vocab_size, args.max_stories, command), indent=1) + "\n")
+               json.dumps(provenance(args.data, n_vocab, args.max_stories, command), indent=1) + "\n")
     enc = encoding_from_ranks(ranks, out.stem)
     sample = " ".join(texts[:50])
     print(f"wrote {out} ({len(ranks)} ranks + <|endoftext|>); "
           f"{len(sample.encode()) / len(enc.encode_ordinary(sample)):.2f} bytes/token on the first 50 stories")
+
+
+def training_split(data: str, n_stories: int, max_stories: int) -> str:
+    """Which stories of `data` a tokenizer trained on, and which were held out, in words."""
+    from .stories import _split_of, local_files
+
+    first = f"the first {n_stories:,} of " if n_stories == max_stories else ""
+    if data == "synthetic":
+        return f"{first}the synthetic stories (validation stories come from another seed)"
+    local = os.environ.get("NANOGPTOSS_DATA") if data == "tinystories" else data
+    if not local:
+        return f"{first}TinyStories' training split (its validation split held out)"
+    files = local_files(local)
+    held = [f.name for f in files if _split_of(f) == "validation"]
+    if held and len(held) < len(files):
+        return f"{first}the training files of {local} ({', '.join(held)} held out)"
+    return f"{first}the first 95% of the stories in {local} (the last 5% held out for validation)"
 
 
 if __name__ == "__main__":
