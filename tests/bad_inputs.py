@@ -254,6 +254,21 @@ def _redirecting_judge(tmp):
         httpd.server_close()
 
 
+def exercises(*argv: str) -> Callable[[Path], None]:
+    """`python -m nanogptoss exercises ...`, whose main returns its exit status."""
+    def run(tmp: Path) -> None:
+        from nanogptoss.book.exercises import main
+
+        with _chdir(tmp):
+            status = main(list(argv))
+        if status:
+            raise SystemExit(status)
+    return run
+
+
+NOTEBOOK = _write("a.ipynb", json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+
 def _resume_below_checkpoint(tmp):
     cli("train", *TRAIN[1:])(tmp)
     cli("train", *TRAIN[1:], "--resume", "--max-steps", "1")(tmp)
@@ -436,6 +451,13 @@ CASES: list[Case] = [
     Case("compare", "compare grid --per-model gpt2:lr=0.001",
          cli("compare", "grid", "--per-model", "gpt2:lr=0.001", "--data", "synthetic", "--out", "{tmp}/c"),
          "--per-model is for the speedrun"),
+    # python -m nanogptoss exercises grade
+    Case("exercises", "exercises grade . --total-timeout 0",
+         _with_files(NOTEBOOK, then=exercises("grade", ".", "--total-timeout", "0")),
+         "--total-timeout, --max-output, --jobs and --threads must be at least 1"),
+    Case("exercises", "exercises grade . --max-output 0",
+         _with_files(NOTEBOOK, then=exercises("grade", ".", "--max-output", "0")),
+         "--total-timeout, --max-output, --jobs and --threads must be at least 1"),
 ]
 
 
