@@ -6,6 +6,10 @@ A file is written under a temporary name that holds the writer's process id and 
 old file or the new one, never half of one, and two writers never write into the same temporary
 file. A writer killed midway leaves its temporary file; `remove_stale_temps` deletes those of
 processes that no longer exist.
+
+No write goes through a symbolic link: a temporary name is created new (it cannot already be a
+link), and a target, a lock file or a temporary name that is a link is refused, so a link planted
+in a run folder can never redirect a write to a file elsewhere.
 """
 
 from __future__ import annotations
@@ -19,6 +23,21 @@ from typing import Iterator
 TEMP_MARK = ".tmp-"
 
 
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # 0 on Windows, where links need privileges to create
+
+
+class SymlinkRefused(OSError, ValueError):
+    """A write would have gone through a symbolic link (a bad path, so also a ValueError: the
+    commands answer it in one line)."""
+
+
+def refuse_symlink(path: str | os.PathLike, what: str = "") -> None:
+    """Raise SymlinkRefused, one line, when `path` is a symbolic link."""
+    if os.path.islink(path):
+        raise SymlinkRefused(f"{path}{what} is a symbolic link (to {os.readlink(path)}); nanogptoss never writes "
+                             "through a link: remove the link or choose another path")
+
+
 def temp_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -26,14 +45,25 @@ def temp_path(path: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it is synced and renamed over `path`."""
+    """Yield a new, empty temporary file's path to write; on success it is synced and renamed over `path`.
+
+    The temporary file is created here, exclusively (O_EXCL: never an existing file or link), and
+    must still be that plain file when the write is done; `path` must not be a link.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_symlink(path)
     tmp = temp_path(path)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644))
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        refuse_symlink(tmp, " (a temporary file replaced while it was written)")
+        fd = os.open(tmp, os.O_RDONLY | NOFOLLOW)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        refuse_symlink(path)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -41,7 +71,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | NOFOLLOW)
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
 
 
 def pid_alive(pid: int) -> bool:
@@ -86,7 +118,13 @@ class FolderLock:
         except ImportError:  # Windows: no advisory locks; runs are not protected from each other
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a+")
+        refuse_symlink(self.path)  # the pid written below would overwrite the link's target
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
+        except OSError as err:
+            refuse_symlink(self.path)  # a link made since the check above
+            raise err
+        self.file = open(fd, "r+")
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

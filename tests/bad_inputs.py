@@ -202,6 +202,80 @@ def train_with(*extra: str, data: str | None = None) -> Callable[[Path], None]:
     return cli("train", *argv)
 
 
+def _link(name: str, target: str):
+    """A symbolic link `name` in the scratch folder to a file `target` there (created, holding 'precious')."""
+    def make(tmp: Path) -> Path:
+        import os
+
+        (tmp / target).write_text("precious")
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(tmp / target, tmp / name)
+        return tmp / name
+    return make
+
+
+def _shards_outside(folder: Path) -> None:
+    """An index whose weight_map names a shard in the folder above the checkpoint."""
+    (folder / "model.safetensors").rename(folder / "model-00001.safetensors")
+    (folder.parent / "x.safetensors").write_bytes((folder / "model-00001.safetensors").read_bytes())
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
+        "model.embed_tokens.weight": "model-00001.safetensors", "lm_head.weight": "../x.safetensors"}}))
+
+
+def _save_pretrained_over_link(tmp):
+    from nanogptoss.weights.hf import save_pretrained
+
+    _link("ckpt/model.safetensors", "outside.bin")(tmp)
+    save_pretrained(_tiny_model(), tmp / "ckpt")
+
+
+GOOD_COMPLETIONS = _write("good.jsonl", json.dumps({"prompt": "Tim had a kite.", "completion": " It flew."}) + "\n")
+JUDGE = ("--completions", "good.jsonl", "--base-url", "http://127.0.0.1:9/v1", "--model", "m")
+
+
+def _redirecting_judge(tmp):
+    """A judge endpoint on 127.0.0.1 that answers every request with a redirect to another host."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(302)
+            self.send_header("Location", "http://attacker.example/v1/chat/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        GOOD_COMPLETIONS(tmp)
+        cli("judge", "--completions", "good.jsonl", "--base-url", f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+            "--model", "m")(tmp)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def exercises(*argv: str) -> Callable[[Path], None]:
+    """`python -m nanogptoss exercises ...`, whose main returns its exit status."""
+    def run(tmp: Path) -> None:
+        from nanogptoss.book.exercises import main
+
+        with _chdir(tmp):
+            status = main(list(argv))
+        if status:
+            raise SystemExit(status)
+    return run
+
+
+NOTEBOOK = _write("a.ipynb", json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+
 def _resume_below_checkpoint(tmp):
     cli("train", *TRAIN[1:])(tmp)
     cli("train", *TRAIN[1:], "--resume", "--max-steps", "1")(tmp)
@@ -287,6 +361,10 @@ CASES: list[Case] = [
          _pretrained(lambda d: None, mxfp4=False, experts="packed"), "this checkpoint is not quantized"),
     Case("pretrained", "from_pretrained(dir, experts='packed', moe_impl='grouped')",
          _pretrained(lambda d: None, experts="packed", moe_impl="grouped"), "packed MXFP4 experts run their own MoE"),
+    Case("pretrained", "from_pretrained(dir) whose index names ../x.safetensors", _pretrained(_shards_outside),
+         r"names shards outside .*\['../x.safetensors'\]"),
+    Case("pretrained", "save_pretrained(model, dir) where dir/model.safetensors links elsewhere",
+         _save_pretrained_over_link, "model.safetensors is a symbolic link .*never writes through a link"),
     # python -m nanogptoss train
     Case("train", "train --set foo=1", train_with("--set", "foo=1"), "'foo' is not a model config field"),
     Case("train", "train --set num_hidden_layers=two", train_with("--set", "num_hidden_layers=two"),
@@ -317,6 +395,8 @@ CASES: list[Case] = [
          _with_files(_write("list.json", "[1, 2, 3]"), then=train_with(data="list.json")), "record 1 is not a story but 1"),
     Case("train", "train --resume --max-steps 1 on a step-2 checkpoint", _resume_below_checkpoint,
          "is at step 2, beyond --max-steps 1"),
+    Case("train", "train --out-dir run whose .lock links to a file elsewhere",
+         _with_files(_link("run/.lock", "outside.txt"), then=train_with()), r"\.lock is a symbolic link"),
     # python -m nanogptoss sample
     Case("sample", "sample --ckpt missing.safetensors", cli("sample", "--ckpt", "missing.safetensors"),
          "no checkpoint at missing.safetensors"),
@@ -330,6 +410,17 @@ CASES: list[Case] = [
     Case("judge", "judge --limit 0", cli("judge", "--limit", "0"), "--limit must be at least 1"),
     Case("judge", "judge --prompts blank.txt", _with_files(_write("blank.txt", "\n  \n"),
                                                           then=cli("judge", "--prompts", "blank.txt")), "has no prompts"),
+    Case("judge", "judge --timeout 0", cli("judge", "--timeout", "0"), "--timeout must be a finite number of seconds above 0"),
+    Case("judge", "judge --timeout -1", cli("judge", "--timeout", "-1"), "--timeout must be a finite number of seconds"),
+    Case("judge", "judge --timeout nan", cli("judge", "--timeout", "nan"), "--timeout must be a finite number of seconds"),
+    Case("judge", "judge --timeout inf", cli("judge", "--timeout", "inf"), "--timeout must be a finite number of seconds"),
+    Case("judge", "judge --out missing/r.json", _with_files(GOOD_COMPLETIONS, then=cli("judge", *JUDGE, "--out",
+                                                                                      "missing/r.json")),
+         "the folder .*missing does not exist"),
+    Case("judge", "judge --out . (a folder)", _with_files(GOOD_COMPLETIONS, then=cli("judge", *JUDGE, "--out", ".")),
+         "is a folder; give a file name"),
+    Case("judge", "judge --base-url URL whose server redirects to another host", _redirecting_judge,
+         r"redirected \(HTTP 302\) to http://attacker.example/v1/chat/completions; redirects are not followed"),
     # python -m nanogptoss tokenizer
     Case("tokenizer", "tokenizer show --tokenizer bogus", cli("tokenizer", "show", "--tokenizer", "bogus"),
          "unknown tokenizer 'bogus'"),
@@ -375,6 +466,13 @@ CASES: list[Case] = [
     Case("compare", "compare grid --per-model gpt2:lr=0.001",
          cli("compare", "grid", "--per-model", "gpt2:lr=0.001", "--data", "synthetic", "--out", "{tmp}/c"),
          "--per-model is for the speedrun"),
+    # python -m nanogptoss exercises grade
+    Case("exercises", "exercises grade . --total-timeout 0",
+         _with_files(NOTEBOOK, then=exercises("grade", ".", "--total-timeout", "0")),
+         "--total-timeout, --max-output, --jobs and --threads must be at least 1"),
+    Case("exercises", "exercises grade . --max-output 0",
+         _with_files(NOTEBOOK, then=exercises("grade", ".", "--max-output", "0")),
+         "--total-timeout, --max-output, --jobs and --threads must be at least 1"),
 ]
 
 

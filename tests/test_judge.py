@@ -94,13 +94,149 @@ def test_configuration_comes_from_the_environment(server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")  # the project's variable wins
     monkeypatch.setenv("NANOGPTOSS_JUDGE_BASE_URL", server.base_url + "/")
     monkeypatch.setenv("NANOGPTOSS_JUDGE_MODEL", "env-judge")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-fallback")
+    monkeypatch.setenv("NANOGPTOSS_JUDGE_API_KEY", "sk-judge")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
     client = JudgeClient()
-    assert "sk-fallback" not in repr(client)
+    assert "sk-judge" not in repr(client)
     client.grade(PROMPT, COMPLETION)
     (request,) = server.requests
     assert request["json"]["model"] == "env-judge"
-    assert request["headers"]["Authorization"] == "Bearer sk-fallback"
+    assert request["headers"]["Authorization"] == "Bearer sk-judge"
+
+
+def test_openai_key_goes_to_openai_only(server, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
+    client = JudgeClient(server.base_url, "judge-1", retries=0)
+    client.grade(PROMPT, COMPLETION)
+    assert "Authorization" not in server.requests[0]["headers"]  # a server that is not OpenAI's never sees it
+    assert "NANOGPTOSS_JUDGE_API_KEY" in client.key_note and "127.0.0.1" in client.key_note
+    server.replies = [(401, {"error": {"message": "missing key"}})]
+    with pytest.raises(JudgeError, match="HTTP 401: missing key. OPENAI_API_KEY is sent only to "
+                                         "https://api.openai.com, not to 127.0.0.1.*set NANOGPTOSS_JUDGE_API_KEY"):
+        client.grade(PROMPT, COMPLETION)
+    for url in ("https://api.openai.com/v1", "https://API.openai.com:443/v1/"):
+        assert JudgeClient(url, "gpt-4o").api_key == "sk-openai-secret"
+    for url in ("http://api.openai.com/v1", "https://api.openai.com.evil.example/v1",
+                "https://evil.example/api.openai.com/v1"):
+        assert JudgeClient(url, "gpt-4o").api_key is None
+    # the CLI says it in one line
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prompt": "Tim had a kite.", "completion": " It flew."}\n')
+    judge.main(["--completions", str(good), "--base-url", server.base_url, "--model", "m"])
+    assert "judge: OPENAI_API_KEY is sent only to https://api.openai.com" in capsys.readouterr().err
+
+
+class Redirector(BaseHTTPRequestHandler):
+    """Answers every POST with a redirect to `server.location`, recording what it was sent."""
+
+    def do_POST(self):
+        self.server.requests.append({"path": self.path, "headers": dict(self.headers)})
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(self.server.status)
+        self.send_header("Location", self.server.location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_followed_and_the_key_stays_home(server, status):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    httpd.daemon_threads, httpd.requests, httpd.status = True, [], status
+    httpd.location = server.base_url + "/chat/completions"  # another host (port): it must see nothing
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        client = JudgeClient(f"http://127.0.0.1:{httpd.server_address[1]}/v1", "judge-1", api_key="sk-secret",
+                             retries=0)
+        with pytest.raises(JudgeError, match=rf"redirected \(HTTP {status}\) to {server.base_url}/chat/completions; "
+                                             "redirects are not followed"):
+            client.grade(PROMPT, COMPLETION)
+        assert len(httpd.requests) == 1 and httpd.requests[0]["headers"]["Authorization"] == "Bearer sk-secret"
+        assert server.requests == []  # neither the key nor the story went on; its reply is no grade
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+class Trickler(BaseHTTPRequestHandler):
+    """Sends a valid answer one byte at a time, each byte within any per-read timeout."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        data = json.dumps(completion_body(JSON_REPLY)).encode()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(self.server.gap)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_timeout_is_a_deadline_for_the_whole_request():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Trickler)
+    httpd.daemon_threads, httpd.block_on_close, httpd.gap = True, False, 0.05
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        start = time.perf_counter()
+        with pytest.raises(JudgeTimeout, match="did not answer within 0.5 s"):
+            JudgeClient(f"http://127.0.0.1:{httpd.server_address[1]}/v1", "judge-1", timeout=0.5,
+                        retries=0).grade(PROMPT, COMPLETION)
+        took = time.perf_counter() - start  # the whole answer takes ~10 s at 0.05 s a byte
+        assert took < 1.5, took
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_a_bad_timeout_is_one_line(timeout, tmp_path):
+    with pytest.raises(SystemExit, match=f"--timeout must be a finite number of seconds above 0.*got {timeout}"):
+        judge.main(["--completions", str(tmp_path / "any.jsonl"), "--timeout", timeout])
+    with pytest.raises(ValueError, match="finite number of seconds above 0"):
+        JudgeClient("http://127.0.0.1:9/v1", "m", timeout=float(timeout))
+
+
+def test_an_unwritable_out_is_refused_before_any_request(server, tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prompt": "Tim had a kite.", "completion": " It flew."}\n')
+    argv = ["--completions", str(good), "--base-url", server.base_url, "--model", "m"]
+    with pytest.raises(SystemExit, match="the folder .*missing does not exist"):
+        judge.main(argv + ["--out", str(tmp_path / "missing" / "r.json")])
+    with pytest.raises(SystemExit, match="is a folder; give a file name"):
+        judge.main(argv + ["--out", str(tmp_path)])
+    assert server.requests == []
+
+
+def test_results_are_never_lost_when_out_fails_at_the_end(server, tmp_path, monkeypatch, capsys):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prompt": "Tim had a kite.", "completion": " It flew."}\n')
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(judge, "write_text", full_disk)
+    with pytest.raises(SystemExit, match=r"could not write --out .*No space left on device\); the results are "
+                                         r"saved in (\S+)$") as exc:
+        judge.main(["--completions", str(good), "--base-url", server.base_url, "--model", "m",
+                    "--out", str(tmp_path / "r.json")])
+    rescue = str(exc.value.code).rsplit(" ", 1)[1]
+    try:
+        assert json.load(open(rescue))["scores"]["grammar"]["mean"] == 9.0
+    finally:
+        __import__("os").unlink(rescue)
 
 
 def test_no_key_sends_no_authorization(server):

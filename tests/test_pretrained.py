@@ -298,3 +298,44 @@ def test_experts_mode_is_checked(tmp_path):
         from_pretrained(tmp_path, experts="packed")
     with pytest.raises(ValueError, match="experts must be one of"):
         from_pretrained(tmp_path, experts="fp4")
+
+
+# -- path safety: nothing is written through a link, nothing read from outside the folder ----
+
+def test_save_pretrained_never_writes_through_a_link(tmp_path):
+    import os
+
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"precious")
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    # the names the save wrote through before: its fixed temporary names, then the final ones
+    os.symlink(outside, folder / "model.safetensors.tmp")
+    os.symlink(outside, folder / "config.json.tmp")
+    model = GPTOSS(tiny_gptoss())
+    model.save_pretrained(folder)
+    assert outside.read_bytes() == b"precious"
+    assert from_pretrained(folder).config.hidden_size == 32
+    os.symlink(outside, folder / "link.safetensors")
+    (folder / "model.safetensors").unlink()
+    os.symlink(outside, folder / "model.safetensors")
+    with pytest.raises(ValueError, match="model.safetensors is a symbolic link.*never writes through a link"):
+        model.save_pretrained(folder)
+    assert outside.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("shard", ["../x.safetensors", "sub/../../x.safetensors", "/tmp/x.safetensors"])
+def test_from_pretrained_refuses_shards_outside_the_folder(tmp_path, shard):
+    from safetensors.torch import save_file
+
+    from nanogptoss.weights.hf import CheckpointFormatError
+
+    folder = tmp_path / "ckpt"
+    GPTOSS(tiny_gptoss()).save_pretrained(folder)
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "x.safetensors"))  # present, so only the name is wrong
+    (folder / "model.safetensors").rename(folder / "model-00001.safetensors")
+    index = {"metadata": {}, "weight_map": {"model.embed_tokens.weight": "model-00001.safetensors",
+                                            "lm_head.weight": shard}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointFormatError, match=r"names shards outside .*fix the index's weight_map"):
+        from_pretrained(folder)

@@ -975,6 +975,8 @@ def strip_folder(*args, **kwargs):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .grading import MAX_OUTPUT, TOTAL_TIMEOUT
+
     parser = argparse.ArgumentParser(prog="python -m nanogptoss exercises",
                                      description="Hand out the book's exercises and grade the students' notebooks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -983,6 +985,10 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--out", default=None,
                        help="folder for grades.md/.csv, results.csv and the executed notebooks (default FOLDER/graded)")
     grade.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell (default 120)")
+    grade.add_argument("--total-timeout", type=int, default=TOTAL_TIMEOUT,
+                       help=f"seconds allowed for all of one notebook's cells (default {TOTAL_TIMEOUT})")
+    grade.add_argument("--max-output", type=int, default=MAX_OUTPUT,
+                       help=f"bytes of output kept per notebook; the rest is dropped (default {MAX_OUTPUT:,})")
     grade.add_argument("--jobs", type=int, default=1, help="notebooks run side by side (default 1)")
     grade.add_argument("--threads", type=int, default=1, help="torch threads per notebook (default 1)")
     grade.add_argument("--kernel", default="python3", help="Jupyter kernel to run the notebooks with")
@@ -999,7 +1005,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "strip":
             strip_folder(args.sources, args.out)
             return 0
-        grade_folder(args.folder, args.out, args.timeout, args.kernel, jobs=args.jobs, threads=args.threads)
+        grade_folder(args.folder, args.out, args.timeout, args.kernel, jobs=args.jobs, threads=args.threads,
+                     total_timeout=args.total_timeout, max_output=args.max_output)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,10 @@ Configuration, options first, then the environment:
 
 The base URL is the one OpenAI's clients take (e.g. https://api.openai.com/v1 or
 http://localhost:8000/v1); the client appends /chat/completions. A key is optional: local servers
-usually need none.
+usually need none. OPENAI_API_KEY is sent only to OpenAI's own host (https://api.openai.com); any
+other server gets a key only from NANOGPTOSS_JUDGE_API_KEY or api_key=. Redirects are never
+followed (they would carry the key to another host): the error says where the server pointed.
+The timeout is a deadline for each whole request, not for each read from the socket.
 """
 
 from __future__ import annotations
@@ -30,17 +33,24 @@ import os
 import re
 import statistics
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
+from ..files import refuse_symlink, write_text
+
 SPLIT = "***"  # marks where the given beginning ends and the student's part starts
 SCORES = ("grammar", "creativity", "consistency")
 AGE_GROUPS = {"A": "3 or under", "B": "4-5", "C": "6-7", "D": "8-9", "E": "10-12", "F": "13-16"}
 RETRY_STATUSES = (429, 500, 502, 503, 504)  # rate limits and overloaded servers pass; other errors do not
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+OPENAI_HOST = "api.openai.com"  # the only host OPENAI_API_KEY is sent to
 
 SYSTEM_PROMPT = "You are an experienced primary-school teacher who grades short stories fairly and briefly."
 
@@ -128,6 +138,25 @@ def _env(*names: str) -> str | None:
     return None
 
 
+def check_timeout(timeout) -> float:
+    """The timeout as a float, or ValueError: it must be a finite number of seconds above 0."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
+            or timeout <= 0:
+        raise ValueError(f"the judge's timeout must be a finite number of seconds above 0 (the most one request "
+                         f"may take), got {timeout!r}")
+    return float(timeout)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Answer a redirect as the HTTP error it is: following it would send the key to wherever it points."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class JudgeClient:
     """A client for an OpenAI-compatible /chat/completions endpoint that grades story completions."""
 
@@ -146,12 +175,20 @@ class JudgeClient:
         if not self.model:
             raise JudgeNotConfigured("no judge model: pass model= (CLI: --model) or set NANOGPTOSS_JUDGE_MODEL, "
                                      "e.g. gpt-4o or the name your local server gives its model")
-        if timeout <= 0 or retries < 0 or backoff < 0:
-            raise ValueError(f"timeout must be > 0 and retries, backoff >= 0; got {timeout}, {retries}, {backoff}")
+        timeout = check_timeout(timeout)
+        if retries < 0 or backoff < 0:
+            raise ValueError(f"retries and backoff must be >= 0; got {retries}, {backoff}")
         base_url = base_url.rstrip("/")
         # accept the full endpoint too, since that is what server docs often print
         self.url = base_url if base_url.endswith("/chat/completions") else base_url + "/chat/completions"
-        self.api_key = api_key or _env("NANOGPTOSS_JUDGE_API_KEY", "OPENAI_API_KEY")
+        self.api_key, self.key_note = api_key or _env("NANOGPTOSS_JUDGE_API_KEY"), ""
+        if not self.api_key and _env("OPENAI_API_KEY"):
+            url = urllib.parse.urlsplit(self.url)
+            if url.scheme == "https" and url.hostname == OPENAI_HOST:
+                self.api_key = _env("OPENAI_API_KEY")
+            else:  # OpenAI's key is OpenAI's secret: another server never sees it
+                self.key_note = (f"OPENAI_API_KEY is sent only to https://{OPENAI_HOST}, not to {url.hostname}; "
+                                 "if this server needs a key, set NANOGPTOSS_JUDGE_API_KEY")
         self.timeout, self.temperature, self.max_tokens = timeout, temperature, max_tokens
         self.retries, self.backoff = retries, backoff
 
@@ -169,17 +206,21 @@ class JudgeClient:
         for attempt in range(self.retries + 1):
             request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    payload = response.read()
+                payload = self._post(request)
                 break
             except urllib.error.HTTPError as err:
+                if err.code in REDIRECT_STATUSES:
+                    where = err.headers.get("Location", "nowhere (no Location header)")
+                    raise JudgeError(f"the judge at {self.url} redirected (HTTP {err.code}) to {where}; redirects "
+                                     "are not followed, so the key never goes to another host: give the final "
+                                     "URL as the base URL if you trust it") from None
                 if err.code in RETRY_STATUSES and attempt < self.retries:
                     time.sleep(self.backoff * 2 ** attempt)
                     continue
                 raise JudgeError(self._describe_http_error(err)) from None
             except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, dropped connections
                 reason = getattr(err, "reason", err)
-                if isinstance(reason, TimeoutError):
+                if isinstance(reason, TimeoutError) or isinstance(err, TimeoutError):
                     raise JudgeTimeout(f"the judge at {self.url} did not answer within {self.timeout:g} s; "
                                        "raise the timeout (JudgeClient(timeout=...), CLI --timeout) or check "
                                        "the server") from None
@@ -187,8 +228,51 @@ class JudgeClient:
                                  "and is the base URL right?") from None
         return self._reply_text(payload)
 
+    def _post(self, request: urllib.request.Request) -> bytes:
+        """The response body, within `self.timeout` seconds for the whole request (connecting, sending,
+        the headers and every byte of the body; a server that trickles its answer is cut off too).
+
+        urllib's own timeout bounds each read from the socket, not the request, so the request runs
+        in a worker thread that this one waits for; a worker past the deadline stops at its next read.
+        """
+        deadline = time.monotonic() + self.timeout
+        result: dict = {}
+
+        def read(response, limit=None) -> bytes:
+            chunks, size = [], 0
+            while chunk := response.read1(65536):
+                chunks.append(chunk)
+                size += len(chunk)
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the deadline passed while the answer was being read")
+                if limit is not None and size >= limit:
+                    break
+            return b"".join(chunks)
+
+        def work():
+            try:
+                with _OPENER.open(request, timeout=self.timeout) as response:
+                    result["payload"] = read(response)
+            except urllib.error.HTTPError as err:
+                try:  # the error's body (its reason) is read here too, within the deadline
+                    err.body = read(err, limit=4000)
+                except Exception:
+                    err.body = b""
+                result["error"] = err
+            except BaseException as err:  # handed to the caller's thread, which raises it
+                result["error"] = err
+
+        worker = threading.Thread(target=work, name="judge-request", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            raise TimeoutError(f"no whole answer within {self.timeout:g} s")
+        if "error" in result:
+            raise result["error"]
+        return result["payload"]
+
     def _describe_http_error(self, err: urllib.error.HTTPError) -> str:
-        detail = err.read().decode("utf-8", "replace")
+        detail = getattr(err, "body", b"").decode("utf-8", "replace")
         try:  # OpenAI-style servers put the reason in {"error": {"message": ...}}
             detail = json.loads(detail)["error"]["message"]
         except (ValueError, KeyError, TypeError):
@@ -197,7 +281,9 @@ class JudgeClient:
                 403: " Check the API key's permissions.",
                 404: " Check the base URL (it usually ends in /v1; the client appends /chat/completions) "
                      "and the model name."}.get(err.code, "")
-        return f"the judge at {self.url} answered HTTP {err.code}: {detail[:500]}.{hint}"
+        if err.code in (401, 403) and self.key_note:
+            hint = f" {self.key_note}."
+        return f"the judge at {self.url} answered HTTP {err.code}: {' '.join(detail[:500].split())}.{hint}"
 
     def _reply_text(self, payload: bytes) -> str:
         try:
@@ -397,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Grade story completions with an LLM judge (the TinyStories paper's protocol): grammar, "
                     "creativity and consistency out of 10, and the writer's age group.",
         epilog="The judge endpoint and model come from the options or NANOGPTOSS_JUDGE_BASE_URL (or "
-               "OPENAI_BASE_URL), NANOGPTOSS_JUDGE_MODEL; the key from NANOGPTOSS_JUDGE_API_KEY (or OPENAI_API_KEY).")
+               "OPENAI_BASE_URL), NANOGPTOSS_JUDGE_MODEL; the key from NANOGPTOSS_JUDGE_API_KEY, or OPENAI_API_KEY "
+               f"for https://{OPENAI_HOST} only. Redirects are not followed.")
     parser.add_argument("--completions", metavar="FILE", help="grade these: a .jsonl file of "
                         '{"prompt": ..., "completion": ...} objects')
     parser.add_argument("--prompts", metavar="FILE", help="story beginnings, one per line (default: the built-in "
@@ -407,7 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print what the judge would be sent for the first story and exit (no request)")
     parser.add_argument("--base-url", help="OpenAI-compatible API base, e.g. http://localhost:8000/v1")
     parser.add_argument("--model", help="the judge model's name")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each answer")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds allowed for each request to the judge, from connecting to the last byte "
+                             "of its answer (default 120)")
     parser.add_argument("--limit", type=int, help="grade at most this many stories")
     parser.add_argument("--skip-errors", action="store_true", help="record a failed grading and go on")
     parser.add_argument("--out", metavar="FILE", help="write the full results (every story and reply) as JSON")
@@ -421,6 +510,11 @@ def main(argv: list[str] | None = None, complete_fn: Callable[[str], str] | None
     args = (parser or build_parser()).parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"error: --limit must be at least 1, got {args.limit}")
+    try:
+        check_timeout(args.timeout)
+    except ValueError:
+        raise SystemExit(f"error: --timeout must be a finite number of seconds above 0 (the most one request to "
+                         f"the judge may take), got {args.timeout}") from None
     try:
         prompts = read_prompts(args.prompts) if args.prompts else list(BEGINNINGS)
         rows = read_completions(args.completions) if args.completions else None
@@ -443,8 +537,12 @@ def main(argv: list[str] | None = None, complete_fn: Callable[[str], str] | None
         for message in grading_messages(prompt, completion):
             print(f"--- {message['role']} ---\n{message['content']}")
         return None
+    if args.out:
+        check_writable(args.out)  # before the grading, which costs requests (and money)
     try:
         client = JudgeClient(args.base_url, args.model, timeout=args.timeout)
+        if getattr(client, "key_note", ""):
+            print(f"judge: {client.key_note}", file=sys.stderr)
         on_error = "skip" if args.skip_errors else "raise"
         summary = (grade_stories(pairs, client, on_error=on_error, total=len(pairs)) if pairs is not None
                    else evaluate(complete_fn, prompts, client, on_error=on_error))
@@ -452,10 +550,39 @@ def main(argv: list[str] | None = None, complete_fn: Callable[[str], str] | None
         raise SystemExit(f"judge: {err}") from None
     print(format_summary(summary))
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
-        print(f"wrote {args.out}", file=sys.stderr)
+        write_results(summary, args.out)
     return summary
+
+
+def check_writable(out: str) -> None:
+    """SystemExit with one line unless a file can be written at `out` (tried with a scratch file beside it)."""
+    folder = os.path.dirname(os.path.abspath(out))
+    if os.path.isdir(out):
+        raise SystemExit(f"error: --out {out} is a folder; give a file name, e.g. {os.path.join(out, 'judge.json')}")
+    if not os.path.isdir(folder):
+        raise SystemExit(f"error: --out {out}: the folder {folder} does not exist; create it or choose another path")
+    try:
+        refuse_symlink(out)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(out)}.probe-"):
+            pass
+    except OSError as err:
+        raise SystemExit(f"error: --out {out} cannot be written ({err.strerror or err}); choose another path") from None
+
+
+def write_results(summary: dict, out: str) -> None:
+    """Write the results to `out` atomically; if that fails now, to a file in the temporary folder, and say so:
+    the grades cost requests, they are never lost."""
+    text = json.dumps(summary, indent=1)
+    try:
+        write_text(out, text)
+        print(f"wrote {out}", file=sys.stderr)
+        return
+    except OSError as err:
+        reason = err.strerror or str(err)
+    fd, rescue = tempfile.mkstemp(prefix="judge-results-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    raise SystemExit(f"error: could not write --out {out} ({reason}); the results are saved in {rescue}")
 
 
 if __name__ == "__main__":

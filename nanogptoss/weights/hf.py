@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from . import mxfp4
 from ..config import GPTOSS_FEATURES, GPTConfig
+from ..files import atomic_path, write_text
 from ..model.rope import RotaryEmbedding
 
 # our parameter name -> transformers' (per layer names use {i})
@@ -200,6 +201,13 @@ class TensorInfo(NamedTuple):
     dtype: str  # safetensors' name: "BF16", "F32", "U8", ...
 
 
+def _inside(name) -> bool:
+    """Whether an index's shard name stays in the checkpoint folder: relative, no `..` (judged on the
+    name, not on where links lead: a Hugging Face cache's shards are links into its blobs folder)."""
+    return (isinstance(name, str) and name != "" and not os.path.isabs(name) and not os.path.splitdrive(name)[0]
+            and ".." not in Path(name.replace("\\", "/")).parts)
+
+
 def checkpoint_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.exists():
@@ -207,6 +215,10 @@ def checkpoint_files(path: Path) -> list[Path]:
             files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise CheckpointFormatError(f"{index} is not a safetensors index (JSON with a weight_map)") from None
+        outside = [name for name in files if not _inside(name)]
+        if outside:
+            raise CheckpointFormatError(f"{index.name} names shards outside {path}: {outside[:3]}; a checkpoint's "
+                                        "shards are files in its own folder (fix the index's weight_map)")
         absent = [name for name in files if not (path / name).exists()]
         if absent:
             raise CheckpointFormatError(f"{index.name} names shards that are not in {path}: {absent[:3]}; "
@@ -420,9 +432,8 @@ def save_pretrained(model, path: str | os.PathLike, mxfp4_experts: bool | None =
     hf_config["torch_dtype"] = str(tensors["model.embed_tokens.weight"].dtype).removeprefix("torch.")
     if mxfp4_experts:
         hf_config["quantization_config"] = dict(MXFP4_CONFIG)
-    # write to temporary names first so an interrupted save never leaves half a checkpoint
-    tmp_weights, tmp_config = path / "model.safetensors.tmp", path / "config.json.tmp"
-    save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
-    tmp_config.write_text(json.dumps(hf_config, indent=2))
-    os.replace(tmp_weights, path / "model.safetensors")
-    os.replace(tmp_config, path / "config.json")
+    # atomic writes (never half a file, never through a link); the weights first, so a folder whose
+    # config.json is new always has the weights it describes
+    with atomic_path(path / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_text(path / "config.json", json.dumps(hf_config, indent=2))
