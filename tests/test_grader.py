@@ -145,7 +145,8 @@ def test_total_time_output_size_and_a_missing_module_of_the_environment(tmp_path
     (result,) = grading.grade_folder(tmp_path, timeout=30, total_timeout=6, max_output=20_000)
     assert result.missing == ("nanogptoss_missing_dependency",)
     assert "used up before cell 5" in result.status or "used up before cell 6" in result.status, result.status
-    assert result.status.startswith("total time limit (6 s) used up before cell ")
+    assert result.status.startswith("not gradable here: the grading environment lacks "
+                                    "nanogptoss_missing_dependency; total time limit (6 s) used up before cell ")
     assert result.status.endswith("; output cut at cell 3 (over 20,000 bytes)")
     line = ("The grading environment lacks nanogptoss_missing_dependency (imported by the chapters), so the "
             "submissions that need it fail through no fault of the students: install it where the kernel runs "

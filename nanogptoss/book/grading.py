@@ -392,9 +392,11 @@ def grade_notebook(path: Path, out_dir: Path | None = None, timeout: int = 120, 
         status = "ok"
     if client.output_cut is not None:
         status += f"; output cut at cell {client.output_cut + 1} (over {max_output:,} bytes)"
+    missing = tuple(m for m in missing_here if m in needed)
+    if missing:  # the teacher's environment, not the student: say so before anything else
+        status = f"not gradable here: the grading environment lacks {', '.join(missing)}; {status}"
     return NotebookResult(path.name, status, _checkers(nb, code, done, timed_out, died, calls, verdicts),
-                          round(time.perf_counter() - start, 1), executed,
-                          tuple(m for m in missing_here if m in needed))
+                          round(time.perf_counter() - start, 1), executed, missing)
 
 
 def _known_checkers() -> dict:
@@ -469,7 +471,7 @@ def _checkers(nb, code, done, timed_out, died, calls=None, verdicts=None) -> dic
     calls = _calls(nb, code) if calls is None else calls
     verdicts = verdicts or {}
     results = {}
-    for name, (i, expr) in sorted(calls.items(), key=lambda item: item[1][0]):
+    for name, (i, expr) in calls.items():  # in the order of their first call
         cell = nb.cells[i]
         error = _error(cell)
         if i in timed_out:
