@@ -176,6 +176,18 @@ def test_a_checker_never_reached_is_reported(tmp_path):
     assert "the kernel died at cell 2" in results["check_rope"].message
 
 
+def test_a_grader_without_torch_says_why_it_cannot_check(monkeypatch):
+    import nbformat
+
+    monkeypatch.setattr(grading, "_known_checkers", lambda: (None, "ModuleNotFoundError: No module named 'torch'"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("check_rope(my_rope)")]
+    (result,) = grading._checkers(nb, [0], {0}, set(), None).values()
+    assert result.result == "no result"
+    assert result.message == ("the grader cannot check it: importing nanogptoss.book.exercises failed here "
+                              "(ModuleNotFoundError: No module named 'torch')")
+
+
 def test_calls_are_found_but_not_definitions_imports_or_comments():
     source = ("from nanogptoss.book.exercises import check_rope\ndef check_mine(fn):\n    pass\n"
               "# check_top_p(x)\ncheck_rope(my_rope)\nok = check_swiglu(f)")

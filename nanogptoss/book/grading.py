@@ -355,8 +355,9 @@ def grade_notebook(path: Path, out_dir: Path | None = None, timeout: int = 120, 
                     timed_out.add(i)
                 done.add(i)
             # the grader's own check: each checker the notebook calls, on the function it passes
+            checkers = _known_checkers()[0] or {}
             for k, (name, (i, expr)) in enumerate(calls.items()):
-                if i not in done or i in timed_out or name not in _known_checkers() or not expr:
+                if i not in done or i in timed_out or name not in checkers or not expr:
                     continue
                 base = os.path.join(secret, f"{nonce}-{k}")
                 cell = _run_own_cell(client, nb, GRADER_CELL.format(checker=name, expr=expr, path=base, nonce=nonce),
@@ -399,9 +400,13 @@ def grade_notebook(path: Path, out_dir: Path | None = None, timeout: int = 120, 
                           round(time.perf_counter() - start, 1), executed, missing)
 
 
-def _known_checkers() -> dict:
-    from .exercises import CHECKERS
-    return CHECKERS
+def _known_checkers() -> tuple[dict | None, str]:
+    """The checkers this process can run, or None and why not (a grading environment without torch)."""
+    try:
+        from .exercises import CHECKERS
+    except ImportError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return CHECKERS, ""
 
 
 def _client_class():
@@ -470,6 +475,7 @@ def _checkers(nb, code, done, timed_out, died, calls=None, verdicts=None) -> dic
     what happened to that cell. What the notebook printed is never a verdict."""
     calls = _calls(nb, code) if calls is None else calls
     verdicts = verdicts or {}
+    checkers, why = _known_checkers()
     results = {}
     for name, (i, expr) in calls.items():  # in the order of their first call
         cell = nb.cells[i]
@@ -483,7 +489,10 @@ def _checkers(nb, code, done, timed_out, died, calls=None, verdicts=None) -> dic
         elif error is not None and name not in _lines(_cell_text(cell)):  # it raised before the checker ran
             results[name] = CheckerResult(name, ERROR, i + 1, f"cell {i + 1} raised {error.get('ename')}: "
                                                                f"{error.get('evalue')}")
-        elif name not in _known_checkers():
+        elif checkers is None:
+            results[name] = CheckerResult(name, NO_RESULT, i + 1, f"the grader cannot check it: importing "
+                                                                   f"nanogptoss.book.exercises failed here ({why})")
+        elif name not in checkers:
             results[name] = CheckerResult(name, NO_RESULT, i + 1, f"{name} is not a checker of "
                                                                    "nanogptoss.book.exercises")
         elif not expr:
