@@ -54,7 +54,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     refuse_symlink(path)
     tmp = temp_path(path)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644))
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666))  # umask applies
     try:
         yield tmp
         refuse_symlink(tmp, " (a temporary file replaced while it was written)")
@@ -120,7 +120,7 @@ class FolderLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         refuse_symlink(self.path)  # the pid written below would overwrite the link's target
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o666)
         except OSError as err:
             refuse_symlink(self.path)  # a link made since the check above
             raise err

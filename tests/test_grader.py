@@ -145,7 +145,8 @@ def test_total_time_output_size_and_a_missing_module_of_the_environment(tmp_path
     (result,) = grading.grade_folder(tmp_path, timeout=30, total_timeout=6, max_output=20_000)
     assert result.missing == ("nanogptoss_missing_dependency",)
     assert "used up before cell 5" in result.status or "used up before cell 6" in result.status, result.status
-    assert result.status.startswith("total time limit (6 s) used up before cell ")
+    assert result.status.startswith("not gradable here: the grading environment lacks "
+                                    "nanogptoss_missing_dependency; total time limit (6 s) used up before cell ")
     assert result.status.endswith("; output cut at cell 3 (over 20,000 bytes)")
     line = ("The grading environment lacks nanogptoss_missing_dependency (imported by the chapters), so the "
             "submissions that need it fail through no fault of the students: install it where the kernel runs "
@@ -173,6 +174,18 @@ def test_a_checker_never_reached_is_reported(tmp_path):
     assert [(r.checker, r.result, r.cell) for r in results.values()] == [
         ("check_rope", "not reached", 2), ("check_top_p", "not reached", 3)]
     assert "the kernel died at cell 2" in results["check_rope"].message
+
+
+def test_a_grader_without_torch_says_why_it_cannot_check(monkeypatch):
+    import nbformat
+
+    monkeypatch.setattr(grading, "_known_checkers", lambda: (None, "ModuleNotFoundError: No module named 'torch'"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("check_rope(my_rope)")]
+    (result,) = grading._checkers(nb, [0], {0}, set(), None).values()
+    assert result.result == "no result"
+    assert result.message == ("the grader cannot check it: importing nanogptoss.book.exercises failed here "
+                              "(ModuleNotFoundError: No module named 'torch')")
 
 
 def test_calls_are_found_but_not_definitions_imports_or_comments():

@@ -355,8 +355,9 @@ def grade_notebook(path: Path, out_dir: Path | None = None, timeout: int = 120, 
                     timed_out.add(i)
                 done.add(i)
             # the grader's own check: each checker the notebook calls, on the function it passes
+            checkers = _known_checkers()[0] or {}
             for k, (name, (i, expr)) in enumerate(calls.items()):
-                if i not in done or i in timed_out or name not in _known_checkers() or not expr:
+                if i not in done or i in timed_out or name not in checkers or not expr:
                     continue
                 base = os.path.join(secret, f"{nonce}-{k}")
                 cell = _run_own_cell(client, nb, GRADER_CELL.format(checker=name, expr=expr, path=base, nonce=nonce),
@@ -392,14 +393,20 @@ def grade_notebook(path: Path, out_dir: Path | None = None, timeout: int = 120, 
         status = "ok"
     if client.output_cut is not None:
         status += f"; output cut at cell {client.output_cut + 1} (over {max_output:,} bytes)"
+    missing = tuple(m for m in missing_here if m in needed)
+    if missing:  # the teacher's environment, not the student: say so before anything else
+        status = f"not gradable here: the grading environment lacks {', '.join(missing)}; {status}"
     return NotebookResult(path.name, status, _checkers(nb, code, done, timed_out, died, calls, verdicts),
-                          round(time.perf_counter() - start, 1), executed,
-                          tuple(m for m in missing_here if m in needed))
+                          round(time.perf_counter() - start, 1), executed, missing)
 
 
-def _known_checkers() -> dict:
-    from .exercises import CHECKERS
-    return CHECKERS
+def _known_checkers() -> tuple[dict | None, str]:
+    """The checkers this process can run, or None and why not (a grading environment without torch)."""
+    try:
+        from .exercises import CHECKERS
+    except ImportError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return CHECKERS, ""
 
 
 def _client_class():
@@ -468,8 +475,9 @@ def _checkers(nb, code, done, timed_out, died, calls=None, verdicts=None) -> dic
     what happened to that cell. What the notebook printed is never a verdict."""
     calls = _calls(nb, code) if calls is None else calls
     verdicts = verdicts or {}
+    checkers, why = _known_checkers()
     results = {}
-    for name, (i, expr) in sorted(calls.items(), key=lambda item: item[1][0]):
+    for name, (i, expr) in calls.items():  # in the order of their first call
         cell = nb.cells[i]
         error = _error(cell)
         if i in timed_out:
@@ -481,7 +489,10 @@ def _checkers(nb, code, done, timed_out, died, calls=None, verdicts=None) -> dic
         elif error is not None and name not in _lines(_cell_text(cell)):  # it raised before the checker ran
             results[name] = CheckerResult(name, ERROR, i + 1, f"cell {i + 1} raised {error.get('ename')}: "
                                                                f"{error.get('evalue')}")
-        elif name not in _known_checkers():
+        elif checkers is None:
+            results[name] = CheckerResult(name, NO_RESULT, i + 1, f"the grader cannot check it: importing "
+                                                                   f"nanogptoss.book.exercises failed here ({why})")
+        elif name not in checkers:
             results[name] = CheckerResult(name, NO_RESULT, i + 1, f"{name} is not a checker of "
                                                                    "nanogptoss.book.exercises")
         elif not expr:
