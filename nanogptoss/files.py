@@ -106,10 +106,12 @@ class FolderInUse(RuntimeError):
 
 class FolderLock:
     """An exclusive lock on a folder, held while a run writes into it (released when the process
-    ends, however it ends). A second process asking for it fails at once, saying which pid has it."""
+    ends, however it ends). A second process asking for it fails at once, saying which pid has it
+    and which option (`option`) chooses another folder."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, option: str = "--out-dir"):
         self.path = Path(folder) / ".lock"
+        self.option = option
         self.file = None
 
     def acquire(self) -> "FolderLock":
@@ -133,7 +135,7 @@ class FolderLock:
             self.file.close()
             self.file = None
             raise FolderInUse(f"{self.path.parent} is in use by a run that is still going (pid {holder}); "
-                              "wait for it to finish, or choose another --out-dir") from None
+                              f"wait for it to finish, or choose another {self.option}") from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))

@@ -283,6 +283,38 @@ def _resume_below_checkpoint(tmp):
     cli("train", *TRAIN[1:], "--resume", "--max-steps", "1")(tmp)
 
 
+STORIES = "<|endoftext|>".join(f"{STORY} It was day {i}." for i in range(400))
+
+
+def _resume_after(change: Callable[[Path], None], *extra: str, data: str | None = None):
+    """A two-step run, then `change` to its inputs under the same names, then --resume."""
+    def run(tmp):
+        train_with(*extra, data=data)(tmp)
+        change(tmp)
+        train_with(*extra, "--resume", "--max-steps", "4", data=data)(tmp)
+    return run
+
+
+def _tokenizer_file(one_token_other: bool):
+    """tok.tiktoken: the shipped tinystories-4k, or the same with its last token another (same size)."""
+    def make(tmp):
+        from nanogptoss.data.tokenizer import TOKENIZER_DIR, load_ranks, save_ranks
+
+        ranks = load_ranks(TOKENIZER_DIR / "tinystories-4k.tiktoken")
+        if one_token_other:
+            last = max(ranks, key=ranks.get)
+            ranks = {**{t: r for t, r in ranks.items() if t != last}, b"qzxjv": ranks[last]}
+        save_ranks(ranks, tmp / "tok.tiktoken")
+    return make
+
+
+def _compare_into_busy_folder(tmp):
+    from nanogptoss.files import FolderLock
+
+    with FolderLock(tmp / "c"):  # held as a live comparison holds its --out
+        cli("compare", "grid", "--seeds", "0", "--data", "synthetic", "--out", "{tmp}/c")(tmp)
+
+
 CASES: list[Case] = [
     # the model config
     Case("config", "GPTConfig(norm_eps=float('nan'))", _config(norm_eps=math.nan), "norm_eps must be a finite number"),
@@ -399,6 +431,15 @@ CASES: list[Case] = [
          "is at step 2, beyond --max-steps 1"),
     Case("train", "train --out-dir run whose .lock links to a file elsewhere",
          _with_files(_link("run/.lock", "outside.txt"), then=train_with()), r"\.lock is a symbolic link"),
+    Case("train", "train --resume after the --data file was edited in place",
+         _with_files(_write("s.txt", STORIES),
+                     then=_resume_after(_write("s.txt", STORIES.replace("fox", "cat")), data="s.txt")),
+         r"the stories of --data s.txt changed since <tmp>/run/checkpoint.safetensors was written .*; resume on the "
+         "stories it trained on, or start a new --out-dir"),
+    Case("train", "train --resume after the --tokenizer .tiktoken file was retrained in place",
+         _with_files(_tokenizer_file(False),
+                     then=_resume_after(_tokenizer_file(True), "--tokenizer", "tok.tiktoken")),
+         r"the vocabulary of --tokenizer tok.tiktoken changed since .*; restore the tokenizer it trained with"),
     # python -m nanogptoss sample
     Case("sample", "sample --ckpt missing.safetensors", cli("sample", "--ckpt", "missing.safetensors"),
          "no checkpoint at missing.safetensors"),
@@ -468,6 +509,11 @@ CASES: list[Case] = [
     Case("compare", "compare grid --per-model gpt2:lr=0.001",
          cli("compare", "grid", "--per-model", "gpt2:lr=0.001", "--data", "synthetic", "--out", "{tmp}/c"),
          "--per-model is for the speedrun"),
+    Case("compare", "compare grid --seeds 0 0", cli("compare", "grid", "--seeds", "0", "0", "--data", "synthetic",
+                                                     "--out", "{tmp}/c"),
+         "--seeds 0 0 repeats seed 0; give each seed once"),
+    Case("compare", "compare grid --out c while another comparison trains into c", _compare_into_busy_folder,
+         r"<tmp>/c is in use by a run that is still going \(pid <pid>\); wait for it to finish, or choose another --out"),
     # python -m nanogptoss exercises grade
     Case("exercises", "exercises grade . --total-timeout 0",
          _with_files(NOTEBOOK, then=exercises("grade", ".", "--total-timeout", "0")),
@@ -499,7 +545,7 @@ def answer(case: Case) -> str:
             message = str(exc)
         else:
             raise AssertionError(f"{case.what}: accepted without an error")
-        return message.replace(tmp, "<tmp>")
+        return re.sub(r"\bpid \d+", "pid <pid>", message.replace(tmp, "<tmp>"))  # the same table every time
 
 
 def table(answers: dict[str, str]) -> str:

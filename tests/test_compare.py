@@ -5,12 +5,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from nanogptoss.training.compare import (RunSpec, build_parser, grid_specs, ladder_rungs, ladder_specs,
                                          markdown_table, matched_gpt2_hidden, report, run_all, summarize)
-from nanogptoss.training.train import TrainConfig
+from nanogptoss.training.train import TrainConfig, read_metrics
 from nanogptoss.config import get_config
 from nanogptoss.model.params import count_parameters, flops_per_token
 
@@ -145,3 +146,60 @@ def test_speedrun_gives_every_model_the_same_wall_clock(tmp_path, monkeypatch):
     assert "| 0.001 → 0.0001 | 2 |" in md
     assert "0.04 minutes of training per run" in md and "synthetic stories" in md
     assert (tmp_path / "sr" / "speedrun_curves.png").stat().st_size > 0
+
+
+SMALL = ["--data", "synthetic", "--max-stories", "300", "--max-steps", "3", "--batch-size", "4", "--eval-interval", "3",
+         "--eval-tokens", "512", "--warmup-steps", "1", "--layers", "1"]
+
+
+def test_repeated_seeds_are_refused_not_reported_as_a_spread(tmp_path):
+    from nanogptoss.training import compare
+
+    with pytest.raises(SystemExit, match=r"^error: --seeds 0 1 0 repeats seed 0; give each seed once$"):
+        compare.main(["grid", "--seeds", "0", "1", "0", *SMALL, "--out", str(tmp_path / "c")])
+    assert not (tmp_path / "c").exists()  # refused before anything trained
+
+
+def test_a_comparison_never_empties_a_folder_another_one_is_using(tmp_path):
+    """A held lock stands for a live comparison (on --out) or a live trainer (on a run folder): the
+    second comparison refuses in one line naming the folder, and deletes nothing."""
+    from nanogptoss.files import FolderInUse, FolderLock
+
+    budget = TrainConfig(data="synthetic", max_steps=2, batch_size=4, eval_interval=2, eval_tokens=512,
+                         max_stories=300, warmup_steps=1, device="cpu")
+    spec = RunSpec("GPT-2", "gpt2", dict(num_hidden_layers=1), seed=0, group="x")
+    out = tmp_path / "out"
+    run_dir = out / "runs" / spec.name
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n')  # a live run's log
+    with FolderLock(out):
+        with pytest.raises(FolderInUse, match=rf"^{out} is in use .*; wait for it to finish, or choose another --out$"):
+            run_all([spec], budget, out, progress=False)
+    with FolderLock(run_dir):
+        with pytest.raises(FolderInUse, match=rf"^{run_dir} is in use .* choose another --out$"):
+            run_all([spec], budget, out, progress=False)
+    assert (run_dir / "metrics.jsonl").read_text() == '{"step": 1, "loss": 5.0}\n'
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "metrics.jsonl"]
+
+
+def test_two_comparisons_into_one_folder_never_mix(tmp_path):
+    """The issue's race with real processes: the second `compare` starts while the first trains."""
+    out = tmp_path / "c"
+    argv = [sys.executable, "-m", "nanogptoss", "compare", "grid", "--seeds", "0", *SMALL, "--max-steps", "20",
+            "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None and not list(out.glob("runs/*/metrics.jsonl")):
+        time.sleep(0.05)
+    assert first.poll() is None, f"the first comparison ended before the second began: {first.stderr.read()[-2000:]}"
+    second = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    still_training = first.poll() is None
+    out_text, err_text = first.communicate(timeout=600)
+    assert first.returncode == 0, err_text[-3000:]
+    assert still_training, "the first comparison finished before the second was refused; the test proves nothing"
+    assert second.returncode != 0
+    assert second.stderr.strip() == (f"error: {out} is in use by a run that is still going (pid {first.pid}); "
+                                     "wait for it to finish, or choose another --out")
+    for run_dir in out.glob("runs/*"):  # each run's log is its own: every step once, in order
+        assert [r["step"] for r in read_metrics(run_dir)] == list(range(1, 21))

@@ -35,7 +35,7 @@ import torch
 
 from ..config import MODELS, PRESETS, GPTConfig, get_config
 from ..data.stories import describe_source, pick_source
-from ..files import atomic_path, write_text
+from ..files import FolderLock, atomic_path, write_text
 from ..model.generate import generate
 from ..model.params import count_parameters, flops_per_token
 from ..weights.checkpoint import Checkpoint, load_model
@@ -203,12 +203,19 @@ def run_one(spec: RunSpec, template: TrainConfig, out: Path, env: dict | None = 
     done = (summary_path.exists() and options_path.exists() and json.loads(options_path.read_text()) == wanted
             and json.loads(summary_path.read_text()).get("status") == "finished")
     if not done:
-        if run_dir.exists():
-            print(f"{spec.name}: {run_dir} holds a run with other settings or an unfinished one; training again",
-                  flush=True)
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        write_text(options_path, json.dumps(wanted, indent=1))
+        # the folder's own lock first: a trainer started by hand may be writing into it, and a folder
+        # in use is never emptied (the lock file itself stays: it is what the trainer holds)
+        with FolderLock(run_dir, option="--out") as lock:
+            stale = [p for p in run_dir.iterdir() if p != lock.path]
+            if stale:
+                print(f"{spec.name}: {run_dir} holds a run with other settings or an unfinished one; training again",
+                      flush=True)
+            for p in stale:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+            write_text(options_path, json.dumps(wanted, indent=1))
         cmd = [sys.executable, "-m", "nanogptoss", "train", "--options", str(options_path)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -246,7 +253,8 @@ def run_all(specs: list[RunSpec], template: TrainConfig, out: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     jobs = len(specs) if side_by_side else jobs
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    # one comparison at a time in a folder: a second one would empty the first one's live run folders
+    with FolderLock(out, option="--out"), ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         done = pool.map(lambda spec: run_one(spec, template, out, env), specs)
         return list(tqdm(done, total=len(specs), desc="runs", unit="run", disable=not progress or side_by_side))
 
@@ -569,6 +577,10 @@ def main(argv: list[str] | None = None) -> None:
         template.validate()
         if args.jobs < 1:
             raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+        repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+        if repeated:  # the same seed twice is the same run twice, not a spread over seeds
+            raise ValueError(f"--seeds {' '.join(map(str, args.seeds))} repeats seed "
+                             f"{', '.join(map(str, repeated))}; give each seed once")
         per_model = parse_per_model(args.per_model)
         if per_model and args.experiment != "speedrun":
             raise ValueError("--per-model is for the speedrun; grid and ladder compare every model at the same "

@@ -34,7 +34,8 @@ from torch import nn
 
 from ..config import MODELS, PRESETS, GPTConfig, get_config
 from ..files import FolderInUse, FolderLock, remove_stale_temps, write_text
-from ..data.stories import DataUnavailable, TokenBatches, ValidationSet, pick_source, token_shards
+from ..data.stories import (DataUnavailable, TokenBatches, ValidationSet, pick_source, source_identity, token_shards,
+                            tokenizer_fingerprint)
 from ..data.tokenizer import TokenizerUnavailable, default_tokenizer, get_tokenizer
 from ..model.moe import Experts
 from ..model.params import count_parameters
@@ -311,6 +312,28 @@ def open_checkpoint(cfg: TrainConfig, ckpt_path: Path) -> Checkpoint | None:
     return ckpt
 
 
+def trained_content(cfg: TrainConfig, tokenizer) -> dict:
+    """What a run trains on, by content, as the token cache keys it: the stories and the vocabulary.
+    Their names are not enough: an edited data file or a retrained .tiktoken keeps its path."""
+    return {"data_sha256": source_identity(cfg.data)[1], "tokenizer_sha256": tokenizer_fingerprint(tokenizer)}
+
+
+def check_content(ckpt: Checkpoint, content: dict, cfg: TrainConfig, tok_name: str) -> None:
+    """Resume only on the stories and the vocabulary the checkpoint trained on."""
+    if not all(key in ckpt.extra for key in content):
+        # written before checkpoints recorded them: nothing to compare with, and refusing would strand the run
+        print(f"WARNING: {ckpt.path} does not record the content of its data and tokenizer (an older checkpoint), "
+              "so resuming cannot check that they are unchanged", flush=True)
+        return
+    for key, what, option, value, fix in (
+            ("data_sha256", "the stories of", "--data", cfg.data, "resume on the stories it trained on"),
+            ("tokenizer_sha256", "the vocabulary of", "--tokenizer", tok_name, "restore the tokenizer it trained with")):
+        if ckpt.extra[key] != content[key]:
+            raise CheckpointError(f"{what} {option} {value} changed since {ckpt.path} was written (content "
+                                  f"{str(ckpt.extra[key])[:12] or 'none'} then, {content[key][:12] or 'none'} now); "
+                                  f"{fix}, or start a new --out-dir")
+
+
 def restore(ckpt: Checkpoint, model, optimizer, scaler) -> int:
     """Weights, optimizer moments, loss scale and random state: the step to continue from."""
     ckpt.load_model(model)
@@ -508,6 +531,9 @@ def _train(cfg: TrainConfig, run: Run, out_dir: Path, callback) -> dict:
 
     tok_name = tokenizer_name(cfg)
     tokenizer = get_tokenizer(tok_name)
+    content = trained_content(cfg, tokenizer)
+    if ckpt:
+        check_content(ckpt, content, cfg, tok_name)
     (train_tokens, _), (val_tokens, _) = load_data(cfg, run, tokenizer)
     model, optimizer, scaler = build(cfg, run, tokenizer.n_vocab)
     start_step = restore(ckpt, model, optimizer, scaler) if ckpt else 0
@@ -520,15 +546,18 @@ def _train(cfg: TrainConfig, run: Run, out_dir: Path, callback) -> dict:
     batches = TokenBatches(train_tokens, seq_len, cfg.batch_size, cfg.seed, run.rank, run.world, cfg.grad_accum)
     validation = ValidationSet(val_tokens, seq_len, cfg.eval_tokens, tokenizer)
     log = Logger(cfg, run, start_step, callback)
+    if ckpt:  # the last evaluation goes on: a checkpoint or summary written before the next one reports it, not NaN
+        log.val_loss = ckpt.extra.get("val_loss", float("nan"))
 
     def save(step: int) -> None:
         if run.main_process:
             save_checkpoint(ckpt_path, model, optimizer, scaler, step, dataclasses.asdict(cfg),
-                            extra={"tokenizer": tok_name, "val_loss": log.val_loss})
+                            extra={"tokenizer": tok_name, "val_loss": log.val_loss, "train_s": train_s, **content})
 
     tokens_per_step = cfg.batch_size * seq_len
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
-    rates, t_start, diverged, train_s, step = [], time.perf_counter(), None, 0.0, start_step - 1
+    train_s = ckpt.extra.get("train_s", 0.0) if ckpt else 0.0  # the time of the steps before the checkpoint counts
+    rates, t_start, diverged, step = [], time.perf_counter(), None, start_step - 1
     model.train()
     for step in range(start_step, cfg.max_steps):
         lr = lr_at(step, cfg, min(1.0, train_s / budget_s) if budget_s else None)
