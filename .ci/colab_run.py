@@ -1,12 +1,13 @@
 """Run chapters the way Colab does: each notebook alone in an empty folder, top to bottom.
 
-    python .ci/colab_run.py notebooks/*.ipynb [--timeout SECONDS]
+    python .ci/colab_run.py notebooks/*.ipynb [--timeout SECONDS] [--jobs N]
 
 Run it with the Python of a virtual environment that holds only what a Colab user has (torch, the
 Jupyter runtime) plus `pip install nanogptoss[book]`; .ci/colab_check.sh makes one. Each chapter is
 copied alone into a fresh temporary folder (Colab opens the notebook without the repository beside
 it), its Colab install cell is left out (the package is installed already) and every other cell runs
-in a fresh kernel of this Python. A chapter fails when a cell raises or runs past --timeout, or when
+in a fresh kernel of this Python, with Colab's two CPU threads (chapters run --jobs at a time, as
+many as the cores allow). A chapter fails when a cell raises or runs past --timeout, or when
 it prints one of FALLBACKS: it then ran, but on a stand-in a Colab user would not get. Prints each
 chapter's time and the total; exits 1 naming every failing chapter, its cell and the error.
 """
@@ -14,11 +15,14 @@ chapter's time and the total; exits 1 naming every failing chapter, its cell and
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import re
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -27,6 +31,8 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 INSTALL_TAG = "colab-install"  # the tag of every chapter's first cell (tests/test_ci.py keeps it there)
 # what a chapter prints when something it needs is missing and it carries on without it
+THREADS = 2  # a Colab CPU runtime has two cores
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 FALLBACKS = (
     "TinyStories is not available here",  # chapter 0, nanogptoss.data.stories.pick_source
@@ -76,7 +82,8 @@ def run_chapter(path: Path, timeout: int, kernel: str) -> str | None:
         client = Client(nb, timeout=timeout, kernel_name=kernel, allow_errors=False,
                                 resources={"metadata": {"path": folder}})
         try:
-            client.execute(stderr=log)  # the kernel process's own log, shown only if it dies
+            # the kernel process's own log, shown only if it dies; Colab's two CPU threads
+            client.execute(stderr=log, env={**os.environ, **{v: str(THREADS) for v in THREAD_VARS}})
         except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:
             failed = client.current
             source = nb.cells[failed].source.strip().splitlines()
@@ -98,21 +105,29 @@ def run_chapter(path: Path, timeout: int, kernel: str) -> str | None:
     return None
 
 
+def timed(path: Path, timeout: int, kernel: str) -> tuple[str | None, float]:
+    start = time.perf_counter()
+    return run_chapter(path, timeout, kernel), time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (default 600)")
     parser.add_argument("--kernel", default="python3")
+    parser.add_argument("--jobs", type=int, default=max(1, min(4, (os.cpu_count() or 1) // THREADS)),
+                        help=f"chapters run side by side, {THREADS} threads each (default: the cores allow)")
     args = parser.parse_args(argv)
     start, failures = time.perf_counter(), []
-    for path in args.notebooks:
-        t = time.perf_counter()
-        why = run_chapter(path, args.timeout, args.kernel)
-        status = "ok" if why is None else "FAILED"
-        print(f"{path.name}: {status} in {time.perf_counter() - t:.0f} s", flush=True)
-        if why:
-            print(f"  {why}", flush=True)
-            failures.append(path.name)
+    print(f"running {len(args.notebooks)} chapters, {args.jobs} at a time, {THREADS} threads each", flush=True)
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = {path: pool.submit(timed, path, args.timeout, args.kernel) for path in args.notebooks}
+        for path, run in runs.items():  # in the chapters' order
+            why, seconds = run.result()
+            print(f"{path.name}: {'ok' if why is None else 'FAILED'} in {seconds:.0f} s", flush=True)
+            if why:
+                print(f"  {why}", flush=True)
+                failures.append(path.name)
     print(f"Colab check: {len(args.notebooks) - len(failures)}/{len(args.notebooks)} chapters passed "
           f"in {time.perf_counter() - start:.0f} s", flush=True)
     if failures:
