@@ -17,7 +17,7 @@ ifneq ($(SHARED),)
 export HF_HUB_OFFLINE := 1
 endif
 
-.PHONY: setup run test clean book-setup book nbval book-test
+.PHONY: setup run test clean book-setup book nbval book-test colab-check teacher-check
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,15 @@ nbval: book-setup
 # headless Chromium over _build/html (make book first); screenshots in _build/screenshots/
 book-test: book-setup
 	$(PY) -m pytest -q -p no:cacheprovider book/tests
+
+# The book where readers run it, each in a fresh virtual environment of its own (.ci/colab_check.sh):
+# every chapter alone after `pip install .[book]` as on Colab, and the grader installed as
+# book/instructor.md says, grading a right and a wrong submission of two chapters.
+colab-check:
+	PYTHON=$(PYTHON) TORCH_PIN="$(TORCH_PIN)" .ci/colab_check.sh colab
+
+teacher-check:
+	PYTHON=$(PYTHON) TORCH_PIN="$(TORCH_PIN)" .ci/colab_check.sh teacher
 
 clean:
 	rm -rf $(VENV) .pytest_cache _build
