@@ -90,7 +90,7 @@ def reference(checker: str) -> Callable:
         _stand_in_calls.append(checker)
         return library(*args, **kwargs)
 
-    stand_in.__name__ = stand_in.__qualname__ = f"reference_{checker[len('check_'):]}"
+    stand_in.__name__ = stand_in.__qualname__ = f"reference_{checker.removeprefix('check_')}"
     return stand_in
 
 
@@ -970,6 +970,11 @@ def check_top_p(fn: Callable, seed: int = 0) -> bool:
 
 # -- the library's answers, with each exercise's signature ------------------------------
 
+def _my_router_ref(x, W, b, k):
+    logits = x @ W.T + b
+    return (*_router_ref(logits, k), logits)
+
+
 def _top_p_ref(logits, p):
     return next_token_probs(logits, top_p=p)
 
@@ -1003,6 +1008,7 @@ REFERENCES.update({
     "check_lr_schedule": _lr_ref,
     "check_top_p": _top_p_ref,
     "next_token_probs": next_token_probs,  # what chapter 12's filtered_probs computes, all knobs
+    "my_router": _my_router_ref,  # chapter 8's router from the hidden state: (weights, indices, logits)
 })
 
 
