@@ -12,6 +12,8 @@
   myst-nb renders each piece as a box of its own. The build executes the chapters itself
   (from its cache), so book/run_notebooks.py's merge never reaches what the site shows:
   the same merge is applied here to every page's rendered outputs, one box per stream.
+* static/page-fit.css: code and output boxes hold the 78 columns the chapters are formatted
+  to at a 1280-px window; the library's printed source wraps.
 """
 
 import sys
@@ -64,6 +66,8 @@ def merge_stream_boxes(app, doctree) -> None:
 
 
 def setup(app):
+    app.config.html_static_path.append(str(Path(__file__).resolve().parent / "static"))
+    app.add_css_file("page-fit.css")
     app.add_js_file("mathjax2-hub.js", priority=200)
     app.connect("html-page-context", _drop_repeated_scripts, priority=900)  # after the others add theirs
     app.connect("doctree-read", merge_stream_boxes)

@@ -4,7 +4,7 @@
 * no code or output block scrolls sideways,
 * no nbval marker shows on the page (they are cell tags),
 * a cell's stream output is one box (a kernel's flushed pieces merged by book/_ext/book_site.py),
-* answers and solutions are collapsed.
+* answers and solutions are collapsed (and, opened, fit the page like the rest).
 """
 
 from __future__ import annotations
@@ -46,7 +46,11 @@ def test_the_chapter_fits_the_page(site, browser, page):
     problems = browser.execute_script("""
         const main = document.querySelector('main');
         const found = [];
-        // code and output blocks that scroll sideways (a collapsed input has no width at all)
+        for (const d of main.querySelectorAll('details.solution, details.answers')) {
+            if (d.open) { found.push('an uncollapsed answer: ' + d.innerText.slice(0, 60)); }
+        }
+        // code and output blocks that scroll sideways, the collapsed ones opened as a reader would
+        main.querySelectorAll('details').forEach(d => { d.open = true; });
         for (const el of main.querySelectorAll('pre, div.cell_output > div, div.cell_output table')) {
             if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1) {
                 found.push(`scrolls sideways (${el.scrollWidth} > ${el.clientWidth} px): `
@@ -69,9 +73,6 @@ def test_the_chapter_fits_the_page(site, browser, page):
                     break;
                 }
             }
-        }
-        for (const d of main.querySelectorAll('details.solution, details.answers')) {
-            if (d.open) { found.push('an uncollapsed answer: ' + d.innerText.slice(0, 60)); }
         }
         return found;""")
     assert not problems, f"{page}: " + "\n".join(problems[:8]) + (f"\n... {len(problems)} in all"
