@@ -48,7 +48,7 @@ book-setup: $(VENV)/.installed-book
 book: book-setup
 	$(VENV)/bin/jupyter-book build . -W
 
-# every notebook runs; cells marked `# NBVAL_CHECK_OUTPUT` are compared with their saved outputs.
+# every notebook runs; cells tagged `nbval-check-output` are compared with their saved outputs.
 # Sizes follow the device: small on a CPU, full on a GPU (.github/workflows/gpu-notebooks.yml).
 nbval: book-setup
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks/

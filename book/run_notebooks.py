@@ -26,9 +26,16 @@ def _last_redraw(line: str) -> str:
     return drawn[-1] if drawn else line
 
 
+def join_stream(pieces: list[str]) -> str:
+    """The text of consecutive pieces of one stream, as one box shows it: joined as printed,
+    a progress bar's carriage-return redraws reduced to their last state. The rule for both
+    the committed notebooks (merge_streams) and the site (book/_ext/book_site.py)."""
+    return "\n".join(_last_redraw(line) for line in "".join(pieces).split("\n"))
+
+
 def merge_streams(outputs: list) -> list:
     """One box per stream: the kernel flushes stdout in pieces, which the site would show as
-    a stack of boxes. A progress bar's carriage-return redraws are reduced to their last state."""
+    a stack of boxes."""
     merged = []
     for out in outputs:
         if out.output_type == "stream" and merged and merged[-1].output_type == "stream" \
@@ -38,8 +45,17 @@ def merge_streams(outputs: list) -> list:
             merged.append(out)
     for out in merged:
         if out.output_type == "stream":
-            out.text = "\n".join(_last_redraw(line) for line in out.text.split("\n"))
+            out.text = join_stream([out.text])
     return merged
+
+
+def drop_unshown_widget_state(nb) -> None:
+    """Widget state is saved for the widgets a cell shows; without one (a progress bar that
+    closed itself), the saved state would only make the site load the widget manager."""
+    shown = any("application/vnd.jupyter.widget-view+json" in out.get("data", {})
+                for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
+    if not shown:
+        nb.metadata.pop("widgets", None)
 
 
 def run(path: Path, timeout: int = 600) -> float:
@@ -52,6 +68,7 @@ def run(path: Path, timeout: int = 600) -> float:
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = merge_streams(cell.outputs)
+    drop_unshown_widget_state(nb)
     nbformat.write(nb, path)
     return seconds
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nanogptoss.book.page import WIDTH as PAGE_WIDTH
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -170,6 +172,9 @@ def test_widget_state_is_saved_where_widgets_are_shown(path):
     # widgets come from nanogptoss.book.widgets, or from ipywidgets directly, or from tqdm.auto's progress bars
     uses_widgets = any(re.search(r"nanogptoss\.widgets|ipywidgets", source(c)) for c in code_cells(nb))
     if not uses_widgets and not views:
+        assert WIDGET_STATE not in nb["metadata"].get("widgets", {}), \
+            f"{path.name} shows no widget but saved widget state (the site would load the widget manager " \
+            "for nothing): re-execute it with book/run_notebooks.py"
         return
     assert views, f"{path.name} builds a widget but shows none; end the cell with the widget"
     state = nb["metadata"].get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
@@ -178,12 +183,19 @@ def test_widget_state_is_saved_where_widgets_are_shown(path):
     assert not missing, f"{path.name}: widget views {missing} have no saved state; re-execute the notebook"
 
 
+CHECK_TAG = "nbval-check-output"  # nbval's cell tag: with --nbval-lax, the saved output is compared
+
+
 @by_name(NOTEBOOKS)
 def test_deterministic_cells_are_checked_by_nbval(path):
-    checked = [c for c in code_cells(load(path)) if re.search(r"^\s*# NBVAL_CHECK_OUTPUT\s*$", source(c), re.M)]
+    cells = code_cells(load(path))
+    comments = [i for i, c in enumerate(cells) if re.search(r"^\s*#\s*NBVAL_", source(c), re.M)]
+    assert not comments, f"{path.name}, code cells {comments}: an nbval comment shows on the page; " \
+                         f"tag the cell `{CHECK_TAG}` instead"
+    checked = [c for c in cells if CHECK_TAG in c["metadata"].get("tags", [])]
     if is_training(path):
         return  # recorded runs: nothing in them is reproducible on a CPU
-    assert len(checked) >= 2, f"{path.name}: mark deterministic cells with `# NBVAL_CHECK_OUTPUT`"
+    assert len(checked) >= 2, f"{path.name}: tag deterministic cells `{CHECK_TAG}`"
     for c in checked:
         assert c.get("outputs"), f"{path.name}: a checked cell has no saved output to compare with"
 
@@ -306,7 +318,7 @@ def test_run_notebooks_skips_training_notebooks_by_default():
 
 # -- how the notebooks read on the page ------------------------------------------------------
 
-CODE_WIDTH = 88  # characters the site's code box shows without scrolling
+CODE_WIDTH = PAGE_WIDTH  # characters the site's code box shows without scrolling at 1280 px (78)
 
 
 @by_name(NOTEBOOKS)
@@ -319,8 +331,26 @@ def test_code_fits_the_code_box(path):
 def test_notebook_code_is_black_formatted():
     black = subprocess.run([sys.executable, "-m", "black", "--check", "--quiet", "--line-length",
                             str(CODE_WIDTH), *map(str, NOTEBOOKS)], capture_output=True, text=True)
-    assert black.returncode == 0, ("notebooks not formatted: run `python -m black --line-length 88 notebooks/`\n"
-                                   + black.stderr[-2000:])
+    assert black.returncode == 0, (f"notebooks not formatted: run `python -m black --line-length {CODE_WIDTH} "
+                                   "notebooks/`\n" + black.stderr[-2000:])
+
+
+def printed_lines(cell):
+    """The lines a cell prints or returns as plain text (tables and figures are laid out by the page)."""
+    for out in cell.get("outputs", []):
+        if out["output_type"] == "stream":
+            yield from text(out["text"]).splitlines()
+        elif out["output_type"] in ("execute_result", "display_data") and \
+                set(out["data"]) <= {"text/plain"}:
+            yield from text(out["data"]["text/plain"]).splitlines()
+
+
+@by_name(NOTEBOOKS)
+def test_printed_lines_fit_the_output_box(path):
+    wide = [(i, line) for i, c in enumerate(code_cells(load(path))) for line in printed_lines(c)
+            if len(line) > CODE_WIDTH]
+    assert not wide, (f"{path.name}: {len(wide)} printed lines wider than {CODE_WIDTH}, e.g. {wide[0]}; "
+                      "fold them (nanogptoss.book.page.fold)")
 
 
 @by_name(NOTEBOOKS)

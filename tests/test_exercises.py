@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from nanogptoss import RMSNorm, RotaryEmbedding, apply_rotary_emb, swiglu
 from nanogptoss.book import exercises as ex
+from nanogptoss.book.page import WIDTH, unfold
 from nanogptoss.model.attention import attention_mask, attention_reference, repeat_kv
 from nanogptoss.model.moe import Experts, moe_reference
 from nanogptoss.model.generate import next_token_probs
@@ -101,8 +102,8 @@ def test_checker_passes_the_library(name, capsys):
     result = ex.CHECKERS[name](LIBRARY[name])
     assert result.passed is True and bool(result) is True and result.name == name
     out = capsys.readouterr().out
-    assert out.startswith(f"PASS: {name}:") and "FAIL" not in out and out.count("\n") == 1
-    assert result.message in out
+    assert out.startswith(f"PASS: {name}:") and "FAIL" not in out and unfold(out).count("\n") == 1
+    assert result.message in unfold(out)
 
 
 @pytest.mark.parametrize("name", list(LIBRARY))
@@ -112,8 +113,9 @@ def test_the_untouched_stub_fails_in_one_clear_line(name, capsys):
     result = ex.CHECKERS[name](stub)
     assert not result
     out = capsys.readouterr().out
-    assert out.count("\n") == 1 and out.startswith(f"FAIL: {name}: your function returned None"), out
-    assert "Traceback" not in out
+    assert unfold(out).count("\n") == 1 and out.startswith(f"FAIL: {name}: your function returned None"), out
+    assert "Traceback" not in out and result.message in unfold(out)
+    assert all(len(line) <= WIDTH for line in out.splitlines()), f"not folded to the page's {WIDTH} characters"
 
 
 def test_a_check_result_shows_nothing_in_jupyter_but_says_what_it_is():
@@ -125,7 +127,7 @@ def test_a_check_result_shows_nothing_in_jupyter_but_says_what_it_is():
 def test_a_function_that_calls_the_handouts_stand_in_fails(capsys):
     stand_in = ex.reference("check_swiglu")
     assert not ex.check_swiglu(lambda x, a, l: stand_in(x, a, l))
-    assert "reference('check_swiglu')" in capsys.readouterr().out
+    assert "reference('check_swiglu')" in unfold(capsys.readouterr().out)
     assert ex.check_swiglu(swiglu)  # the stand-in's flag does not leak into the next check
     with pytest.raises(ValueError, match="no exercise reference"):
         ex.reference("check_nothing")
@@ -203,13 +205,28 @@ def glu(x, alpha, limit, split="interleaved", plus=1.0, clamp_gate=(None, "limit
     return g * torch.sigmoid(alpha * g) * (u + plus)
 
 
-def moe_loop(x, weights, indices, w1, b1, w2, b2, use_weights=True, halves=False):
+def moe_linear(x, weights, indices, w1, b1, w2, b2, batched=False):
+    """The experts' weights read as nn.Linear's (out, in): F.linear multiplies by their transpose."""
+    out = torch.zeros_like(x)
+    for n in range(x.shape[0]):
+        for j in range(indices.shape[1]):
+            e = int(indices[n, j])
+            xs = x[n : n + 1] if batched else x[n]
+            y = F.linear(swiglu(F.linear(xs, w1[e], b1[e])), w2[e], b2[e])
+            out[n] += weights[n, j] * y.reshape(-1)
+    return out
+
+
+def moe_loop(x, weights, indices, w1, b1, w2, b2, use_weights=True, halves=False, silu=False):
     out = torch.zeros_like(x)
     for n in range(x.shape[0]):
         for j in range(indices.shape[1]):
             e = int(indices[n, j])
             a = x[n] @ w1[e] + b1[e]
-            if halves:
+            if silu:  # the usual SwiGLU of Llama & co., not gpt-oss's
+                g, u = (a[: a.shape[-1] // 2], a[a.shape[-1] // 2 :]) if halves else (a[0::2], a[1::2])
+                hid = F.silu(g) * u
+            elif halves:
                 f = a.shape[-1] // 2
                 g, u = a[:f].clamp(max=7.0), a[f:].clamp(-7.0, 7.0)
                 hid = g * torch.sigmoid(1.702 * g) * (u + 1)
@@ -313,6 +330,12 @@ PLANTED = [
     ("check_moe", lambda *a: moe_loop(*a, use_weights=False), "routing weight"),
     ("check_moe", lambda *a: moe_loop(*a, halves=True), "interleaved"),
     ("check_moe", lambda x, w, i, w1, b1, w2, b2: moe_loop(x, w, i, w1, 0 * b1, w2, 0 * b2), "biases"),
+    ("check_moe", lambda *a: moe_loop(*a, silu=True), "not plain SiLU"),
+    ("check_moe", lambda *a: moe_loop(*a, halves=True, silu=True), "not plain SiLU"),
+    ("check_moe", moe_linear, "F.linear"),
+    ("check_moe", lambda x, w, i, w1, b1, w2, b2: moe_linear(x, w, i, w1, b1, w2, b2, batched=True), "F.linear"),
+    ("check_expert_counts", lambda i, E: torch.zeros(E).index_add_(0, i.flatten(), torch.ones(i.numel())),
+     "integer dtype"),
     ("check_expert_counts", lambda i, E: torch.bincount(i.flatten()), "minlength"),
     ("check_expert_counts", lambda i, E: torch.bincount(i[:, 0], minlength=E), "all k"),
     ("check_count_parameters", lambda c: (lib_count(c)[0], lib_count(c)[1] + c.vocab_size * c.hidden_size),
@@ -323,6 +346,7 @@ PLANTED = [
     ("check_top_p", lambda z, p: nucleus(z, p, renormalise=False), "renormalise"),
     ("check_top_p", lambda z, p: nucleus(z, p, keep_crossing=False), "crosses p is kept"),
     ("check_top_p", lambda z, p: nucleus(z, p, ascending=True), "Hint"),
+    ("check_top_p", lambda z, p: nucleus(z, p, keep_crossing=False, keep_first=False), "cumulative mass is <= p"),
     ("check_lr_schedule", lambda s, c: schedule(s, c, plus_one=False), "off by one"),
     ("check_lr_schedule", lambda s, c: schedule(s, c, floor=0.0), "min_lr"),
     ("check_lr_schedule", lambda s, c: schedule(s, c, linear=True), "cosine"),
@@ -340,11 +364,13 @@ CHAPTER_WARNINGS = {
 }
 
 
-def nucleus(logits, p, renormalise=True, keep_crossing=True, ascending=False):
+def nucleus(logits, p, renormalise=True, keep_crossing=True, ascending=False, keep_first=True):
     probs = logits.float().softmax(-1)
     ranked, order = probs.sort(descending=not ascending)
     mass = ranked.cumsum(0)
     keep = (mass - ranked < p) if keep_crossing else torch.cat([torch.ones(1, dtype=torch.bool), mass[1:] <= p])
+    if not keep_first:
+        keep = mass <= p  # a plain `cumsum <= p`: nothing at all when the top token alone is above p
     out = torch.zeros_like(probs).scatter(0, order, ranked * keep)
     return out / out.sum() if renormalise else out
 
@@ -352,8 +378,10 @@ def nucleus(logits, p, renormalise=True, keep_crossing=True, ascending=False):
 @pytest.mark.parametrize("name,wrong,phrase", PLANTED, ids=[f"{p[0]}-{i}" for i, p in enumerate(PLANTED)])
 def test_checker_fails_a_planted_mistake_with_its_hint(name, wrong, phrase, capsys):
     assert ex.CHECKERS[name](wrong).passed is False
-    out = capsys.readouterr().out
-    assert out.startswith(f"FAIL: {name}: case ") and "Hint:" in out
+    printed = capsys.readouterr().out
+    assert all(len(line) <= WIDTH for line in printed.splitlines()), f"not folded to {WIDTH} characters: {printed}"
+    out = unfold(printed)
+    assert out.startswith(f"FAIL: {name}: case ") and "Hint:" in out and out.count("\n") == 1
     assert phrase in out, out
 
 
@@ -369,7 +397,7 @@ def test_rmsnorm_in_float16_fails_on_the_chapters_300(capsys):
     assert fp16_rmsnorm(x, torch.ones(8), 1e-5).abs().max() == 0
     assert lib_rmsnorm(x, torch.ones(8), 1e-5).float().allclose(torch.ones(1, 8))
     assert not ex.check_rmsnorm(fp16_rmsnorm)
-    out = capsys.readouterr().out
+    out = unfold(capsys.readouterr().out)
     assert "float16" in out and "65504" in out, out
 
 
@@ -429,4 +457,14 @@ def test_the_worked_solution_passes_and_the_stub_fails(chapter, checker, name, s
     assert re.search(rf"^def {name}\(", solution, re.M), f"{chapter}: the solution must define {name}"
     assert ex.CHECKERS[checker](run_exercise(solution, name, imports)), capsys.readouterr().out
     assert not ex.CHECKERS[checker](run_exercise(stub, name, imports))
-    assert "returned None" in capsys.readouterr().out.splitlines()[-1]
+    assert "returned None" in unfold(capsys.readouterr().out).splitlines()[-1]
+
+
+def test_a_folded_line_is_read_whole_by_the_grader(capsys):
+    """The checkers fold their line to the page's width; the grader joins it back."""
+    from nanogptoss.book.grading import _lines
+
+    result = ex.check_moe(lambda *a: moe_loop(*a, silu=True))
+    printed = capsys.readouterr().out
+    assert printed.count("\n") > 1, "the hint should need folding"
+    assert _lines(printed + "noise\n") == {"check_moe": ("FAIL", result.message)}

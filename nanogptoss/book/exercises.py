@@ -38,6 +38,7 @@ from ..model.params import count_parameters
 from ..model.rope import RotaryEmbedding, apply_rotary_emb
 from ..model.router import RouterOutput, expert_counts, load_balancing_loss
 from ..model.swiglu import swiglu
+from .page import fold
 
 CHECKERS: dict[str, Callable] = {}  # name -> checker, in the order of the book
 REFERENCES: dict[str, Callable] = {}  # checker name -> the library's answer, with the exercise's signature
@@ -89,7 +90,7 @@ def reference(checker: str) -> Callable:
         _stand_in_calls.append(checker)
         return library(*args, **kwargs)
 
-    stand_in.__name__ = stand_in.__qualname__ = f"reference_{checker[len('check_'):]}"
+    stand_in.__name__ = stand_in.__qualname__ = f"reference_{checker.removeprefix('check_')}"
     return stand_in
 
 
@@ -103,6 +104,13 @@ class Case(NamedTuple):
 
 class Mistake(NamedTuple):
     wrong: Callable  # the same arguments -> what a typical wrong implementation returns
+    hint: str
+
+
+class Misread(NamedTuple):
+    """An argument read the wrong way round (weights as (out, in), ...): such a function
+    raises or is off, yet gives the expected answer on the arguments as it reads them."""
+    as_read: Callable  # the case's arguments -> the same arguments in the misread layout
     hint: str
 
 
@@ -133,7 +141,7 @@ def _tensor_problem(out, expected: torch.Tensor, atol: float, rtol: float, what:
     o, e = out.double(), expected.double()
     if torch.isnan(o).any() and not torch.isnan(e).any():
         return f"{what} contains NaN"
-    if torch.allclose(o, e, atol=atol, rtol=rtol):
+    if torch.allclose(o, e, atol=atol, rtol=rtol, equal_nan=True):  # NaN only where a planted mistake has it
         return None
     err = (o - e).abs().nan_to_num(float("inf"))
     worst = tuple(torch.unravel_index(err.argmax(), err.shape)) if err.dim() else ()
@@ -152,15 +160,30 @@ def _same(out, wrong, atol: float, rtol: float) -> bool:
 
 
 def _report(name: str, ok: bool, message: str) -> CheckResult:
-    print(f"{'PASS' if ok else 'FAIL'}: {name}: {message}")
+    # folded to the page's width, so a long hint is read whole, not scrolled (grading reads it unfolded)
+    print(fold(f"{'PASS' if ok else 'FAIL'}: {name}: {message}"))
     return CheckResult(name, ok, message)
 
 
 STUB = "your function returned None, so it is still the stub: write its body in place of `...` and return the result"
 
 
+def _misread_hint(fn: Callable, case: Case, misreads: list[Misread], compare: Callable, call: Callable):
+    """The hint of the misread under which `fn` gives the expected answer, else None."""
+    for misread in misreads:
+        try:
+            with torch.no_grad():
+                out = call(fn, *misread.as_read(*_clone(case.args)))
+            if out is not None and compare(out, case) is None:
+                return misread.hint
+        except Exception:
+            continue
+    return None
+
+
 def _run(name: str, fn: Callable, cases: list[Case], mistakes: list[Mistake], library: str,
-         hint: str, compare: Callable | None = None, call: Callable | None = None) -> CheckResult:
+         hint: str, compare: Callable | None = None, call: Callable | None = None,
+         misreads: list[Misread] = ()) -> CheckResult:
     """Call `fn` on every case; the first disagreement is reported with the best hint found.
 
     `hint` is the fallback when no named mistake matches: it points at what to compare
@@ -179,8 +202,9 @@ def _run(name: str, fn: Callable, cases: list[Case], mistakes: list[Mistake], li
             with torch.no_grad():
                 out = call(fn, *_clone(case.args))
         except Exception as exc:  # the student's code: report whatever it raised
+            specific = _misread_hint(fn, case, misreads, compare, call) or hint
             return _report(name, False, f"case {case.label}: your function raised "
-                                        f"{type(exc).__name__}: {exc}. Hint: {hint}")
+                                        f"{type(exc).__name__}: {exc}. Hint: {specific}")
         if _stand_in_calls:
             return _report(name, False, f"your function calls reference({_stand_in_calls[0]!r}), the library's "
                                         "version that stands in for the chapter's code in the handout. "
@@ -190,7 +214,7 @@ def _run(name: str, fn: Callable, cases: list[Case], mistakes: list[Mistake], li
         problem = compare(out, case)
         if problem is None:
             continue
-        specific = hint
+        specific = _misread_hint(fn, case, misreads, compare, call) or hint
         for mistake in mistakes:
             try:
                 with torch.no_grad():
@@ -687,14 +711,16 @@ def _moe_ref(x, weights, indices, gate_up_proj, gate_up_bias, down_proj, down_bi
 
 
 def _moe_wrong(x, weights, indices, W1, b1, W2, b2, use_weights=True, halves=False, biases=True,
-               weight_bias=True):
+               weight_bias=True, plain_silu=False):
     out = torch.zeros_like(x)
     for n in range(x.shape[0]):
         for w, e in zip(weights[n], indices[n].tolist()):
             a = x[n] @ W1[e] + (b1[e] if biases else 0)
             if halves:
                 gate, up = a.chunk(2)
-                h = swiglu(torch.stack((gate, up), -1).flatten())
+                h = F.silu(gate) * up if plain_silu else swiglu(torch.stack((gate, up), -1).flatten())
+            elif plain_silu:
+                h = F.silu(a[::2]) * a[1::2]
             else:
                 h = swiglu(a)
             y = h @ W2[e]
@@ -721,6 +747,12 @@ def check_moe(fn: Callable, seed: int = 0) -> bool:
         args = (x, weights, indices) + params
         cases.append(Case(f"N={N} tokens, d={d}, f={f}, E={E} experts, k={k}", args, _moe_ref(*args)))
     mistakes = [
+        Mistake(lambda *a: _moe_wrong(*a, plain_silu=True),
+                "the experts use gpt-oss's SwiGLU (chapter 7: interleaved gate/up, both clamps, alpha, up + 1), "
+                "not plain SiLU(gate) · up: reuse nanogptoss.model.swiglu"),
+        Mistake(lambda *a: _moe_wrong(*a, halves=True, plain_silu=True),
+                "the experts use gpt-oss's SwiGLU (chapter 7: interleaved gate/up, both clamps, alpha, up + 1), "
+                "not plain SiLU(gate) · up on the two halves: reuse nanogptoss.model.swiglu"),
         Mistake(lambda *a: _moe_wrong(*a, use_weights=False),
                 "multiply each chosen expert's output by its routing weight before summing"),
         Mistake(lambda *a: _moe_wrong(*a, halves=True),
@@ -730,9 +762,13 @@ def check_moe(fn: Callable, seed: int = 0) -> bool:
         Mistake(lambda *a: _moe_wrong(*a, weight_bias=False),
                 "the routing weight multiplies the whole expert output, down_bias[e] included"),
     ]
+    transposed = (lambda x, w, i, W1, b1, W2, b2: (x, w, i, W1.transpose(1, 2), b1, W2.transpose(1, 2), b2))
+    misreads = [Misread(transposed, "the expert weights are stored (in, out): gate_up_proj[e] is (d, 2f) and "
+                                    "down_proj[e] is (f, d), so multiply x @ W, not F.linear(x, W) (which "
+                                    "computes x @ W.T, for nn.Linear's (out, in) layout)")]
     return _run("check_moe", fn, cases, mistakes, "nanogptoss.model.moe.moe_reference",
                 "write the plain loop over tokens and their k choices first (the chapter's moe_token_loop), "
-                "make it pass, then vectorise")
+                "make it pass, then vectorise", misreads=misreads)
 
 
 @_register
@@ -748,11 +784,14 @@ def check_expert_counts(fn: Callable, seed: int = 0) -> bool:
                           expert_counts(indices, E), atol=0, rtol=0))
 
     def compare(out, case):
-        if isinstance(out, torch.Tensor) and out.shape == case.expected.shape and out.dtype != torch.long:
-            out = out.long() if torch.equal(out, out.round()) else out
+        # counts are exact: any integer dtype will do, a float one (inexact past 2**24) will not
+        if isinstance(out, torch.Tensor) and not out.is_floating_point() and out.dtype != torch.bool:
+            out = out.long()
         return _tensor_problem(out, case.expected, 0, 0)
 
     mistakes = [
+        Mistake(lambda i, E: expert_counts(i, E).float(),
+                "counts are exact integers: return them in an integer dtype (torch.long), not as floats"),
         Mistake(lambda i, E: torch.bincount(i.reshape(-1)),
                 "give every expert a count, unused ones too: torch.bincount(..., minlength=num_experts)"),
         Mistake(lambda i, E: torch.bincount(i[:, 0], minlength=E),
@@ -883,14 +922,14 @@ def check_lr_schedule(fn: Callable, seed: int = 0) -> CheckResult:
 
 # -- chapter 12: sampling ------------------------------------------------------
 
-def _top_p_wrong(logits, p, renormalise=True, keep_crossing=True):
+def _top_p_wrong(logits, p, renormalise=True, keep_crossing=True, keep_first=True):
     probs = logits.float().softmax(-1)
     sorted_p, order = probs.sort(descending=True)
     if keep_crossing:
         keep = sorted_p.cumsum(0) - sorted_p < p
     else:
         keep = sorted_p.cumsum(0) <= p
-        keep[0] = True
+        keep[0] |= keep_first
     out = torch.zeros_like(probs).scatter(0, order, sorted_p * keep)
     return out / out.sum() if renormalise else out
 
@@ -916,8 +955,13 @@ def check_top_p(fn: Callable, seed: int = 0) -> bool:
         Mistake(lambda z, p: _top_p_wrong(z, p, renormalise=False),
                 "renormalise: divide the kept probabilities by their sum so they add up to 1"),
         Mistake(lambda z, p: _top_p_wrong(z, p, keep_crossing=False),
-                "one token too few: keep a token while the mass of the tokens ranked *before* it is below p "
+                "one token too few: keeping the tokens whose cumulative mass is <= p drops the one that "
+                "crosses p; keep a token while the mass of the tokens ranked *before* it is below p "
                 "(the token that crosses p is kept)"),
+        Mistake(lambda z, p: _top_p_wrong(z, p, keep_crossing=False, keep_first=False),
+                "keeping the tokens whose cumulative mass is <= p keeps none when the most likely token "
+                "alone is above p (0 / 0 = NaN) and drops the one that crosses p; keep a token while the "
+                "mass of the tokens ranked *before* it is below p (the token that crosses p is kept)"),
     ]
     return _run("check_top_p", fn, cases, mistakes, "nanogptoss.next_token_probs (what sample_next draws from)",
                 "look at which tokens you keep on the case above: sort by probability, decide from the "
@@ -925,6 +969,11 @@ def check_top_p(fn: Callable, seed: int = 0) -> bool:
 
 
 # -- the library's answers, with each exercise's signature ------------------------------
+
+def _my_router_ref(x, W, b, k):
+    logits = x @ W.T + b
+    return (*_router_ref(logits, k), logits)
+
 
 def _top_p_ref(logits, p):
     return next_token_probs(logits, top_p=p)
@@ -959,6 +1008,7 @@ REFERENCES.update({
     "check_lr_schedule": _lr_ref,
     "check_top_p": _top_p_ref,
     "next_token_probs": next_token_probs,  # what chapter 12's filtered_probs computes, all knobs
+    "my_router": _my_router_ref,  # chapter 8's router from the hidden state: (weights, indices, logits)
 })
 
 

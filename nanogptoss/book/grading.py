@@ -40,6 +40,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from .page import INDENT
+
 LINE = re.compile(r"^(PASS|FAIL): (check_\w+): ?(.*)$")  # what a checker prints
 # a checker called in a cell: `check_x(` outside a comment, not its definition or import
 CALL = re.compile(r"^(?!\s*(?:def|from|import)\b)[^#\n]*?\b(check_\w+)\(", re.M)
@@ -94,11 +96,16 @@ def parse_results(text: str) -> dict:
 
 
 def _lines(text: str) -> dict:
-    found = {}
+    found, last = {}, None
     for line in text.splitlines():
         m = LINE.match(line.strip())
         if m:
-            found[m.group(2)] = (m.group(1), m.group(3))
+            last = m.group(2)
+            found[last] = (m.group(1), m.group(3))
+        elif last and line.startswith(INDENT) and line.strip():  # a long line, folded for the page
+            found[last] = (found[last][0], f"{found[last][1]} {line.strip()}")
+        else:
+            last = None
     return found
 
 

@@ -36,8 +36,9 @@ HIDDEN = {
     "check_sliding_window_mask": ({"sliding_window_mask": "check_sliding_window_mask"}, ["attention_mask", "is_visible"]),
     "check_sink_attention": ({"sink_attention": "check_sink_attention"}, ["attention_reference"]),
     "check_swiglu": ({"my_swiglu": "check_swiglu"}, ["nanogptoss.model.swiglu"]),
-    "check_router": ({}, ["nanogptoss.model.router"]),
+    "check_router": ({"my_router": "my_router"}, ["nanogptoss.model.router"]),
     "check_load_balancing_loss": ({"my_load_balancing_loss": "check_load_balancing_loss"}, ["nanogptoss.model.router"]),
+    "check_moe": ({}, ["moe_dispatch"]),
     "check_lr_schedule": ({}, ["lr_at"]),
     "check_top_p": ({"filtered_probs": "next_token_probs"}, []),
 }
