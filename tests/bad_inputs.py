@@ -530,6 +530,11 @@ CASES: list[Case] = [
     Case("compare", "compare grid --per-model gpt2:lr=0.001",
          cli("compare", "grid", "--per-model", "gpt2:lr=0.001", "--data", "synthetic", "--out", "{tmp}/c"),
          "--per-model is for the speedrun"),
+    # python -m nanogptoss exercises
+    Case("exercises", "exercises strip notebooks/02_rmsnorm.ipynb --out afile (a file)",
+         _with_files(_write("afile", "x"), then=cli("exercises", "strip", str(ROOT / "notebooks" / "02_rmsnorm.ipynb"),
+                                                     "--out", "afile")),
+         "afile: File exists; a file stands where a folder is needed"),
     # harmony, the chat format (nanogptoss.data.harmony), read as openai-harmony reads it
     Case("harmony", "parse_messages(tokens of '<|start|>assistant<|channel|><|message|>hi<|end|>')",
          _parse_harmony("<|start|>assistant<|channel|><|message|>hi<|end|>"),
