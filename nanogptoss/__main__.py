@@ -6,6 +6,7 @@ Each command lives in its own module and is imported only when asked for, so
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -27,6 +28,29 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+# what to change, by the OS's reason a file could not be read or written
+OS_ADVICE = {
+    errno.ENOSPC: "free some disk space or write elsewhere",
+    errno.EDQUOT: "free some disk space or write elsewhere",
+    errno.EFBIG: "the file is larger than this system allows (ulimit -f); raise the limit or write elsewhere",
+    errno.EACCES: "choose a place you may write to, or fix its permissions",
+    errno.EPERM: "choose a place you may write to, or fix its permissions",
+    errno.EROFS: "choose a place on a writable disk",
+    errno.ENOTDIR: "a file stands where a folder is needed; choose another path",
+    errno.EISDIR: "a folder stands where a file is needed; choose another path",
+    errno.EEXIST: "a file stands where a folder is needed; choose another path",
+}
+
+
+def os_error_line(err: OSError) -> str:
+    """An OSError in one line: the path, the OS's reason and what to change. Commands let
+    OSErrors rise (a full disk can strike any write), and the dispatcher says them so."""
+    where = err.filename if err.filename is not None else "a file"
+    reason = err.strerror or str(err)
+    advice = OS_ADVICE.get(err.errno)
+    return f"error: {where}: {reason}" + (f"; {advice}" if advice else "")
+
+
 def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
@@ -38,7 +62,10 @@ def main(argv: list[str] | None = None):
     if command not in COMMANDS:
         raise SystemExit(f"error: unknown command {command!r}\n\n{usage()}")
     module = importlib.import_module(COMMANDS[command][0])
-    return module.main(rest)
+    try:
+        return module.main(rest)
+    except OSError as err:  # a full disk, a read-only folder, a file where a folder belongs: any command
+        raise SystemExit(os_error_line(err)) from None
 
 
 if __name__ == "__main__":

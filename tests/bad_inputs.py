@@ -34,15 +34,12 @@ class Case:
 
 
 def cli(module: str, *argv: str) -> Callable[[Path], None]:
-    """A command called in-process as `python -m nanogptoss ...` would call it."""
+    """A command called in-process through the dispatcher, as `python -m nanogptoss ...` calls it."""
     def run(tmp: Path) -> None:
-        import importlib
+        from nanogptoss.__main__ import main
 
-        from nanogptoss.__main__ import COMMANDS
-
-        main = importlib.import_module(COMMANDS[module][0]).main
         with _chdir(tmp):
-            main([a.replace("{tmp}", str(tmp)) for a in argv])
+            main([module] + [a.replace("{tmp}", str(tmp)) for a in argv])
     return run
 
 
@@ -313,6 +310,94 @@ def _compare_into_busy_folder(tmp):
 
     with FolderLock(tmp / "c"):  # held as a live comparison holds its --out
         cli("compare", "grid", "--seeds", "0", "--data", "synthetic", "--out", "{tmp}/c")(tmp)
+_TRAINED: list[Path] = []  # one finished TRAIN run (run folder and token cache), copied by the cases that need one
+
+
+def _trained_run(tmp: Path) -> None:
+    """TRAIN's run folder ({tmp}/run) and token cache ({tmp}/d), as a finished 2-step run leaves them."""
+    import atexit
+    import shutil
+
+    if not _TRAINED:
+        _TRAINED.append(Path(tempfile.mkdtemp(prefix="bad-inputs-run-")))
+        atexit.register(shutil.rmtree, _TRAINED[0], ignore_errors=True)
+        cli("train", *TRAIN[1:])(_TRAINED[0])
+    for name in ("run", "d"):
+        shutil.copytree(_TRAINED[0] / name, tmp / name)
+
+
+def _resume_damaged(tensors: Callable[[dict], None] = lambda t: None, meta: Callable[[dict], None] = lambda m: None,
+                    metrics: str | None = None) -> Callable[[Path], None]:
+    """`train --resume --max-steps 3` of TRAIN's run after `tensors`/`meta` damaged its checkpoint (or `metrics`
+    replaced its metrics log)."""
+    def run(tmp):
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        _trained_run(tmp)
+        path = tmp / "run" / "checkpoint.safetensors"
+        with safe_open(str(path), framework="pt") as f:
+            m, t = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+        tensors(t)
+        meta(m)
+        save_file({k: v.contiguous() for k, v in t.items()}, str(path), metadata=m)
+        if metrics is not None:
+            (tmp / "run" / "metrics.jsonl").write_text(metrics)
+        cli("train", *TRAIN[1:], "--resume", "--max-steps", "3")(tmp)
+    return run
+
+
+def _on_a_full_disk(target: str) -> Callable[[Path], None]:
+    """`train --resume --max-steps 3` of TRAIN's run while the disk is full: the `target` write (the checkpoint,
+    through safetensors, or the metrics log) fails as a full disk fails it."""
+    def run(tmp):
+        import errno
+        import os
+        from unittest import mock
+
+        from safetensors import SafetensorError
+
+        def full(*args, **kwargs):
+            if target == "checkpoint":  # safetensors' own words for it
+                raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28) "
+                                      f'at path "{tmp}/run/.tmpXYZ"')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "run" / "metrics.jsonl"))
+
+        _trained_run(tmp)
+        where = ("nanogptoss.weights.checkpoint.save_file" if target == "checkpoint"
+                 else "nanogptoss.training.train.MetricsLog.write")
+        with mock.patch(where, full):
+            cli("train", *TRAIN[1:], "--resume", "--max-steps", "3")(tmp)
+    return run
+
+
+def _options(fields) -> Callable[[Path], None]:
+    """`train --options opts.json` with `fields` as the file's JSON."""
+    return _with_files(_write("opts.json", json.dumps(fields)), then=cli("train", "--options", "opts.json"))
+
+
+def _train_api(**fields) -> Callable[[Path], None]:
+    def run(tmp):
+        from nanogptoss.training.train import TrainConfig, train
+
+        train(TrainConfig(**fields, out_dir=str(tmp / "run")))
+    return run
+
+
+def _parse_harmony(text: str) -> Callable[[Path], None]:
+    def run(tmp):
+        from nanogptoss.data import harmony
+
+        harmony.parse_messages(harmony.get_encoding().encode(text, allowed_special="all"))
+    return run
+
+
+def _render_harmony(**fields) -> Callable[[Path], None]:
+    def run(tmp):
+        from nanogptoss.data import harmony
+
+        harmony.render_message(harmony.Message(**fields))
+    return run
 
 
 CASES: list[Case] = [
@@ -351,11 +436,49 @@ CASES: list[Case] = [
     Case("checkpoint", "a checkpoint whose model config has an unknown field",
          _checkpoint(lambda m: m.update(model_config=json.dumps({**json.loads(m["model_config"]), "n_layer": 2}))),
          "fields this version of nanogptoss does not know"),
+    Case("checkpoint", "train --resume from a checkpoint whose model/embedding.weight lost a row",
+         _resume_damaged(tensors=lambda t: t.update({"model/embedding.weight": t["model/embedding.weight"][:-1]})),
+         r"model/embedding.weight has shape \(\d+, \d+\) where its model config implies"),
+    Case("checkpoint", "train --resume from a checkpoint whose metadata has no optim_scalars",
+         _resume_damaged(meta=lambda m: m.pop("optim_scalars")), r"metadata is damaged \(no 'optim_scalars'\)"),
+    Case("checkpoint", "train --resume from a checkpoint without its random-number state rng/torch",
+         _resume_damaged(tensors=lambda t: t.pop("rng/torch")), "random-number state rng/torch is missing"),
+    Case("checkpoint", "train --resume from a checkpoint whose optim/0/exp_avg is mis-shaped",
+         _resume_damaged(tensors=lambda t: t.update({"optim/0/exp_avg": t["optim/0/exp_avg"][:-1]})),
+         r"optim/0/exp_avg has shape"),
+    Case("checkpoint", "train --resume from a checkpoint missing optim/3/exp_avg_sq",
+         _resume_damaged(tensors=lambda t: t.pop("optim/3/exp_avg_sq")),
+         "the optimizer state of parameter 3 has no exp_avg_sq"),
+    Case("checkpoint", "train --resume with a metrics.jsonl whose row is not an object",
+         _resume_damaged(metrics='{"step": 1, "loss": 8.0}\n[2, 7.9]\n'),
+         r"metrics.jsonl:2 is not a metrics row; the log is damaged"),
     # from_pretrained: Hugging Face-format and MXFP4 checkpoints
     Case("pretrained", "from_pretrained(dir) whose config.json is not JSON",
          _pretrained(lambda d: (d / "config.json").write_text("{not json")), "config.json is not valid JSON"),
     Case("pretrained", "from_pretrained(dir) whose config.json has no hidden_size",
          _pretrained(_edit_config(lambda c: c.pop("hidden_size"))), "config.json has no 'hidden_size'"),
+    Case("pretrained", "from_pretrained(dir) whose config.json has num_attention_heads 0 and no head_dim",
+         _pretrained(_edit_config(lambda c: (c.pop("head_dim"), c.update(num_attention_heads=0)))),
+         "config.json: num_attention_heads must be a whole number >= 1, got 0"),
+    Case("pretrained", "from_pretrained(dir) whose config.json has hidden_size \"32\" (a string) and no head_dim",
+         _pretrained(_edit_config(lambda c: (c.pop("head_dim"), c.update(hidden_size="32")))),
+         "config.json: hidden_size must be a whole number >= 1, got '32'"),
+    Case("pretrained", "from_pretrained(dir) whose config.json has head_dim 0",
+         _pretrained(_edit_config(lambda c: c.update(head_dim=0))), "config.json: head_dim must be a whole number"),
+    Case("pretrained", "from_pretrained(dir) whose config.json has layer_types 2",
+         _pretrained(_edit_config(lambda c: c.update(layer_types=2))), "config.json: layer_types must be a list"),
+    Case("pretrained", "from_pretrained(dir) whose config.json has rope_parameters \"yarn\"",
+         _pretrained(_edit_config(lambda c: c.update(rope_parameters="yarn"))),
+         "config.json: rope_parameters must be an object"),
+    Case("pretrained", "from_pretrained(dir) whose config.json has a YaRN rope_parameters.factor \"x\"",
+         _pretrained(_edit_config(lambda c: c["rope_parameters"].update(rope_type="yarn", factor="x"))),
+         "config.json: rope_parameters.factor must be a finite number, got 'x'"),
+    Case("pretrained", "from_pretrained(dir) whose config.json has rope_parameters.rope_type \"linear\"",
+         _pretrained(_edit_config(lambda c: c["rope_parameters"].update(rope_type="linear", factor=2.0))),
+         r"rope_parameters.rope_type must be one of \('default', 'yarn'\)"),
+    Case("pretrained", "from_pretrained(dir) whose config.json has num_experts_per_tok 5 of 4 experts",
+         _pretrained(_edit_config(lambda c: c.update(num_experts_per_tok=5))),
+         r"config.json describes no model .* experts_per_token \(5\) must be between 1 and num_experts \(4\)"),
     Case("pretrained", "from_pretrained(dir) of a Llama checkpoint",
          _pretrained(_edit_config(lambda c: c.update(model_type="llama", architectures=["LlamaForCausalLM"]))),
          "not a gpt-oss checkpoint"),
@@ -440,11 +563,49 @@ CASES: list[Case] = [
          _with_files(_tokenizer_file(False),
                      then=_resume_after(_tokenizer_file(True), "--tokenizer", "tok.tiktoken")),
          r"the vocabulary of --tokenizer tok.tiktoken changed since .*; restore the tokenizer it trained with"),
+    Case("train", "train --resume on a full disk (simulated: the checkpoint write fails with ENOSPC)",
+         _on_a_full_disk("checkpoint"), r"run/checkpoint.safetensors: No space left on device; free some disk space"),
+    Case("train", "train --resume on a full disk (simulated: the metrics log write fails with ENOSPC)",
+         _on_a_full_disk("metrics"), r"run/metrics.jsonl: No space left on device; free some disk space"),
+    Case("train", "train --out-dir afile/run (a file where a folder belongs)",
+         _with_files(_write("afile", "x"), then=train_with("--out-dir", "afile/run")),
+         "--out-dir 'afile/run' lies inside 'afile', which is a file; give a folder"),
+    Case("train", "train --options missing.json", cli("train", "--options", "missing.json"),
+         "--options missing.json: no such file"),
+    Case("train", "train --options notjson.json", _with_files(_write("notjson.json", "batch_size=4"),
+                                                           then=cli("train", "--options", "notjson.json")),
+         "--options notjson.json is not valid JSON"),
+    Case("train", "train --options opts.json holding [1, 2]", _options([1, 2]),
+         "must hold a JSON object of TrainConfig fields, got a list"),
+    Case("train", "train --options opts.json holding {\"n_layer\": 2}", _options({"n_layer": 2}),
+         "'n_layer' is not a training option; the options are TrainConfig's fields"),
+    Case("train", "train --options opts.json holding {\"resume\": \"false\"}", _options({"resume": "false"}),
+         "resume must be true or false, got 'false'"),
+    Case("train", "train --options opts.json holding {\"batch_size\": null}", _options({"batch_size": None}),
+         "batch_size must be a whole number, got None"),
+    Case("train", "train --options opts.json holding {\"device\": null}", _options({"device": None}),
+         "device must be a string, got None"),
+    Case("train", "train --options opts.json holding {\"max_steps\": 2.5}", _options({"max_steps": 2.5}),
+         "max_steps must be a whole number, got 2.5"),
+    Case("train", "train --options opts.json holding {\"overrides\": [\"num_hidden_layers=2\"]}",
+         _options({"overrides": ["num_hidden_layers=2"]}), "overrides must be an object of model config fields"),
+    Case("train", "train(TrainConfig(compile='no'))", _train_api(compile="no"), "compile must be true or false"),
+    Case("train", "train --eval-tokens 10 (less than one 128-token window)", train_with("--eval-tokens", "10"),
+         r"--eval-tokens must be at least one window, the context of 128 tokens \(max_position_embeddings\)"),
+    Case("train", "train --data valonly (a folder holding only TinyStories-valid.txt)",
+         _with_files(lambda tmp: (tmp / "valonly").mkdir(),
+                     _write("valonly/TinyStories-valid.txt", "<|endoftext|>".join([STORY] * 400)),
+                     then=train_with(data="valonly")),
+         r"valonly holds only validation files \(TinyStories-valid.txt\); add the training stories"),
     # python -m nanogptoss sample
     Case("sample", "sample --ckpt missing.safetensors", cli("sample", "--ckpt", "missing.safetensors"),
          "no checkpoint at missing.safetensors"),
     Case("sample", "sample --num-samples 0", cli("sample", "--ckpt", "x", "--num-samples", "0"),
          "--num-samples must be at least 1"),
+    Case("sample", "sample --ckpt run/checkpoint.safetensors --temperature 1e-45",
+         _with_files(_trained_run, then=cli("sample", "--ckpt", "run/checkpoint.safetensors", "--temperature", "1e-45",
+                                            "--max-new-tokens", "5")),
+         "--temperature 1e-45 is too small to sample with .* use 0 for greedy decoding"),
     # python -m nanogptoss judge
     Case("judge", "judge --completions missing.jsonl", cli("judge", "--completions", "missing.jsonl"), "no such file"),
     Case("judge", "judge --completions notjson.jsonl",
@@ -486,6 +647,13 @@ CASES: list[Case] = [
     # python -m nanogptoss compare
     Case("compare", "compare grid --heads 3", cli("compare", "grid", "--heads", "3", "--out", "{tmp}/c"),
          "not divisible by 3 heads"),
+    Case("compare", "compare grid --heads 0", cli("compare", "grid", "--heads", "0", "--out", "{tmp}/c"),
+         "--heads and --layers must be at least 1, got 0 heads"),
+    Case("compare", "compare grid --layers 0", cli("compare", "grid", "--layers", "0", "--out", "{tmp}/c"),
+         "--heads and --layers must be at least 1, got .* and 0 layers"),
+    Case("compare", "compare grid --out afile (a file)",
+         _with_files(_write("afile", "x"), then=cli("compare", "grid", "--out", "afile")),
+         "--out 'afile' is a file; give a folder"),
     Case("compare", "compare speedrun --per-model gpt2:lr", cli("compare", "speedrun", "--per-model", "gpt2:lr",
                                                                 "--data", "synthetic", "--out", "{tmp}/c"),
          r"expects MODEL:OPTION=VALUE .* e\.g\. gpt2:lr=0\.002"),
@@ -521,6 +689,21 @@ CASES: list[Case] = [
     Case("exercises", "exercises grade . --max-output 0",
          _with_files(NOTEBOOK, then=exercises("grade", ".", "--max-output", "0")),
          "--total-timeout, --max-output, --jobs and --threads must be at least 1"),
+    # python -m nanogptoss exercises
+    Case("exercises", "exercises strip notebooks/02_rmsnorm.ipynb --out afile (a file)",
+         _with_files(_write("afile", "x"), then=cli("exercises", "strip", str(ROOT / "notebooks" / "02_rmsnorm.ipynb"),
+                                                     "--out", "afile")),
+         "afile: File exists; a file stands where a folder is needed"),
+    # harmony, the chat format (nanogptoss.data.harmony), read as openai-harmony reads it
+    Case("harmony", "parse_messages(tokens of '<|start|>assistant<|channel|><|message|>hi<|end|>')",
+         _parse_harmony("<|start|>assistant<|channel|><|message|>hi<|end|>"),
+         r"has <\|channel\|> but no channel name after it"),
+    Case("harmony", "parse_messages(tokens of '<|start|>bob<|message|>hi<|end|>')",
+         _parse_harmony("<|start|>bob<|message|>hi<|end|>"), "'bob' is not one of"),
+    Case("harmony", "parse_messages(tokens of '<|start|>assistant a b c<|message|>hi<|end|>')",
+         _parse_harmony("<|start|>assistant a b c<|message|>hi<|end|>"), r"unexpected words \['a'\]"),
+    Case("harmony", "render_message(Message('assistant', 'hi', channel=''))",
+         _render_harmony(role="assistant", content="hi", channel=""), "a channel is one word"),
 ]
 
 
@@ -549,7 +732,10 @@ def answer(case: Case) -> str:
 
 
 def table(answers: dict[str, str]) -> str:
-    rows = ["| where | bad input | what the library says |", "|---|---|---|"]
+    areas = list(dict.fromkeys(case.area for case in CASES))
+    counts = ", ".join(f"{sum(case.area == area for case in CASES)} {area}" for area in areas)
+    rows = [f"{len(CASES)} bad inputs in {len(areas)} areas ({counts}), each answered in one line:", "",
+            "| where | bad input | what the library says |", "|---|---|---|"]
     for case in CASES:
         text = answers[case.what].replace("|", "\\|").replace("\n", " ")
         rows.append(f"| {case.area} | `{case.what.replace('|', chr(92) + '|')}` | {text} |")

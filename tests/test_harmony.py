@@ -158,3 +158,44 @@ def test_a_missing_tokenizer_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # tiktoken keeps loaded encodings
     with pytest.raises(harmony.HarmonyError, match="TIKTOKEN_CACHE_DIR"):
         harmony.get_encoding()
+
+
+# headers as a model may write them, well-formed or not: each must be read as openai-harmony reads it, or
+# refused where it refuses (an empty channel, an unknown author, words left over)
+HEADERS = ["assistant", "user", "assistant<|channel|>final", "assistant<|channel|>", "assistant<|channel|> ",
+           "assistant<|channel|><|constrain|>json", "assistant<|constrain|>json", "assistant <|constrain|>json",
+           "assistant to=functions.f<|constrain|>json", "assistant<|constrain|>json<|channel|>commentary",
+           "assistant<|channel|>commentary<|constrain|>json", "assistant to=functions.f<|channel|>commentary json",
+           "assistant<|channel|>commentary to=functions.f <|constrain|>json", "assistant<|channel|>final json",
+           "functions.f to=assistant<|channel|>commentary", "functions.f", "bob<|channel|>final",
+           "assistant a b c", "assistant assistant<|channel|>final", "tool to=assistant", "to=functions.f",
+           "functions.f tool to=assistant", "tool tool",
+           "  assistant  <|channel|>analysis  "]
+
+
+def reference_fields(m: "oh.Message") -> dict:
+    role = m.author.role.value
+    fields = {"role": role, "name": m.author.name if role == "tool" else None, "channel": m.channel,
+              "recipient": m.recipient, "content_type": m.content_type}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+@pytest.mark.parametrize("header", HEADERS)
+def test_a_header_is_read_as_openai_harmony_reads_it(header, reference):
+    tokens = harmony.get_encoding().encode(f"<|start|>{header}<|message|>hi<|end|>", allowed_special="all")
+    try:
+        (theirs,) = reference.parse_messages_from_completion_tokens(tokens, None)
+    except Exception:  # openai-harmony refuses it: so must we, in one line
+        with pytest.raises(harmony.HarmonyError) as refused:
+            harmony.parse_messages(tokens)
+        assert len(str(refused.value).splitlines()) == 1
+        return
+    (ours,) = harmony.parse_messages(tokens)
+    fields = {k: v for k, v in vars(ours).items() if v is not None and k != "content"}
+    assert fields == reference_fields(theirs) and ours.content == "hi"
+
+
+def test_an_empty_channel_is_refused_not_dropped():
+    for channel in ("", " ", "fin al", "final<|end|>"):
+        with pytest.raises(ValueError, match="a channel is one word"):
+            harmony.render_message(assistant("hi", channel))

@@ -257,3 +257,28 @@ def test_a_wall_clock_budget_decays_the_learning_rate_with_time():
     assert lr_at(50, cfg, progress=0.5) == pytest.approx(0.55) and lr_at(50, cfg, progress=1.0) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="cannot be resumed exactly"):
         TrainConfig(max_minutes=1.0, resume=True).validate()
+
+
+def test_a_write_the_os_refuses_is_one_line_and_keeps_the_last_checkpoint(tmp_path, stories):
+    """A real OS error mid-run (the file-size limit, as a full disk would): the checkpoint write fails, the
+    command says which file and why in one line, and the last good checkpoint is kept byte for byte."""
+    import resource
+
+    first = config(tmp_path, stories, "full-disk", max_steps=4, ckpt_interval=4)
+    train(first)
+    ckpt_path = Path(first.out_dir) / "checkpoint.safetensors"
+    before = ckpt_path.read_bytes()
+    limit = len(before) // 2  # a new checkpoint cannot be written; the metrics log (a few KB) can
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    resumed = config(tmp_path, stories, "full-disk", max_steps=8, ckpt_interval=4, resume=True)
+    result = subprocess.run([sys.executable, "-m", "nanogptoss", "train", *cli_args(resumed), "--resume"],
+                            cwd=tmp_path, capture_output=True, text=True, preexec_fn=small_files, timeout=600)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line == (f"error: {ckpt_path}: File too large; the file is larger than this system allows (ulimit -f); "
+                    "raise the limit or write elsewhere"), result.stderr[-3000:]
+    assert ckpt_path.read_bytes() == before and Checkpoint(ckpt_path).step == 4
+    assert not [p.name for p in ckpt_path.parent.iterdir() if ".tmp" in p.name]  # no half-written file left

@@ -120,6 +120,9 @@ def render_message(message: Message, last_of_training: bool = False) -> list[int
         raise ValueError(f"role must be one of {ROLES + ('tool',)}, got {message.role!r}")
     if message.role == "tool" and not message.name:
         raise ValueError("a tool's message needs the tool's name (name='functions.get_weather')")
+    if message.channel is not None and (not message.channel or any(c.isspace() or c == "<" for c in message.channel)):
+        raise ValueError(f"a channel is one word, e.g. 'final' (or None for none), got {message.channel!r}; "
+                         "harmony reads nothing else back")
     enc = get_encoding()
     if message.role == "assistant" and message.recipient:
         end = "<|call|>"  # a tool call: the model stops here and waits for the result
@@ -169,29 +172,40 @@ def render_for_training(messages: list[Message], drop_analysis: bool = True) -> 
 # -- parsing -----------------------------------------------------------------------------
 
 def parse_header(text: str) -> dict:
-    """'assistant to=functions.f<|channel|>commentary <|constrain|>json' -> the message's fields."""
-    author_part, _, channel_part = text.partition("<|channel|>")
-    words, fields = author_part.split(), {}
+    """'assistant to=functions.f<|channel|>commentary <|constrain|>json' -> the message's fields,
+    read as openai-harmony reads them: the channel is the word after <|channel|> wherever it
+    stands (an empty one is refused), <|constrain|> begins a word of its own, the first word is
+    the author, and of the words left a last 'to=...' is the recipient, a single word is the
+    recipient too, and two are the recipient and the content type."""
+    fields = {}
+    if "<|channel|>" in text:
+        before, after = text.split("<|channel|>", 1)
+        end = next((i for i, c in enumerate(after) if c.isspace() or c == "<"), len(after))
+        if end == 0:
+            raise HarmonyError(f"the header {text!r} has <|channel|> but no channel name after it")
+        fields["channel"], text = after[:end], before + after[end:]
+    words = text.replace("<|constrain|>", " <|constrain|>").split()
     if not words:
         raise HarmonyError(f"a message header names no author: {text!r}")
-    author, rest = words[0], words[1:]
-    if channel_part:
-        channel_words = channel_part.split()
-        if not channel_words:
-            raise HarmonyError(f"empty channel in the header {text!r}")
-        fields["channel"], rest = channel_words[0], rest + channel_words[1:]
-    other = []
-    for word in rest:
-        if word.startswith("to="):
-            fields["recipient"] = word[3:]
-        else:
-            other.append(word)
-    if other:
-        fields["content_type"] = " ".join(other)
+    author = words.pop(0)
+    if author not in ROLES + ("tool",) and not words and not author.startswith("to="):
+        raise HarmonyError(f"the header {text!r} names no role or tool: {author!r} is not one of {ROLES}, and a "
+                           "tool's header names a recipient")
     if author in ROLES:
         fields["role"] = author
     else:
         fields["role"], fields["name"] = "tool", author
+        if author != "tool" and words[:1] == ["tool"]:  # "functions.f tool ...": openai-harmony drops the role
+            words.pop(0)
+    if words:
+        last = words.pop()
+        if last.startswith("to=") or not words:
+            fields["recipient"] = last.removeprefix("to=")
+        else:
+            fields["content_type"] = last
+            fields["recipient"] = words.pop().removeprefix("to=")
+    if words:
+        raise HarmonyError(f"unexpected words {words} in the message header {text!r}")
     return fields
 
 

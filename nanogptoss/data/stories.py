@@ -141,6 +141,10 @@ def load_local(path: str | os.PathLike, split: str = "train", val_fraction: floa
             raise DataUnavailable(f"the {split} files of {path} ({', '.join(f.name for f in by_split[split])}) "
                                   "hold no stories")
         return stories
+    if by_split["validation"] and Path(path).is_dir():  # its name says it is held out: never trained on
+        raise DataUnavailable(f"{path} holds only validation files ({', '.join(f.name for f in by_split['validation'])}"
+                              "); add the training stories (a file whose name does not say valid or val), or give "
+                              "a file to split into training and validation stories")
     stories = [s for f in files for s in _read_file(f)]
     if len(stories) < 2:
         what = "no stories" if not stories else "a single story"
@@ -424,6 +428,9 @@ class ValidationSet:
     """
 
     def __init__(self, tokens: np.ndarray, seq_len: int, n_tokens: int, tokenizer):
+        if n_tokens < seq_len:
+            raise ValueError(f"--eval-tokens must be at least one window, the context of {seq_len} tokens "
+                             f"(max_position_embeddings), got {n_tokens}")
         windows = min(n_tokens, len(tokens) - 1) // seq_len
         if windows < 1:
             raise DataUnavailable(f"the validation split has {len(tokens)} tokens, fewer than one window of "

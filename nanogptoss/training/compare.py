@@ -39,7 +39,7 @@ from ..files import FolderLock, atomic_path, write_text
 from ..model.generate import generate
 from ..model.params import count_parameters, flops_per_token
 from ..weights.checkpoint import Checkpoint, load_model
-from .train import TrainConfig, add_options, option_type, options_from_args, read_metrics
+from .train import TrainConfig, add_options, check_folder, option_type, options_from_args, read_metrics
 
 
 @dataclass
@@ -105,6 +105,8 @@ def grid_specs(preset: str, heads: list[int], layers: list[int], seeds: list[int
     specs = []
     for n_layers in layers:
         for n_heads in heads:
+            if n_heads < 1 or n_layers < 1:
+                raise ValueError(f"--heads and --layers must be at least 1, got {n_heads} heads and {n_layers} layers")
             if d % n_heads:
                 raise ValueError(f"hidden_size {d} is not divisible by {n_heads} heads; choose heads that divide it")
             kv = n_heads // ratio if n_heads % ratio == 0 and n_heads >= ratio else n_heads
@@ -588,6 +590,7 @@ def main(argv: list[str] | None = None) -> None:
         for options in per_model.values():  # each model's settings must make a valid run too
             template.replace(**{k: v for k, v in options.items() if k in PER_MODEL_OPTIONS}).validate()
         out = Path(args.out)
+        check_folder("--out", out)
         command = "python -m nanogptoss compare " + " ".join(argv)
         print(f"preset {template.preset}, data {template.data}", flush=True)
         experiments = ["grid", "ladder"] if args.experiment == "both" else [args.experiment]

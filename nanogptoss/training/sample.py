@@ -33,6 +33,11 @@ class StreamDecoder:
             return ""
 
 
+# below this the logits / temperature that sampling exponentiates can overflow float32 (a logit of 1e4
+# over 1e-35 does); such a temperature is greedy decoding in all but name, which 0 asks for exactly
+MIN_TEMPERATURE = 1e-6
+
+
 def sample(ckpt: str, prompt: str = "Once upon a time", max_new_tokens: int = 200, temperature: float = 0.8,
            top_k: int | None = None, top_p: float | None = 0.95, num_samples: int = 1, seed: int = 0,
            device: str = "auto", stream=sys.stdout, stop_at_eot: bool = True) -> list[str]:
@@ -41,6 +46,9 @@ def sample(ckpt: str, prompt: str = "Once upon a time", max_new_tokens: int = 20
         raise ValueError(f"--num-samples must be at least 1, got {num_samples!r}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {max_new_tokens!r}")
+    if isinstance(temperature, (int, float)) and 0 < temperature < MIN_TEMPERATURE:
+        raise ValueError(f"--temperature {temperature:g} is too small to sample with (the logits divided by it "
+                         f"overflow float32); use 0 for greedy decoding, or at least {MIN_TEMPERATURE:g}")
     dev = pick_device(device)
     model, info = load_model(ckpt, device=dev)
     tokenizer = get_tokenizer(info.extra.get("tokenizer", "gpt2"))

@@ -93,7 +93,8 @@ class TrainConfig:
     progress: bool = opt(True, "show a tqdm progress bar")
 
     def __post_init__(self) -> None:
-        self.overrides = dict(self.overrides or {})
+        if self.overrides is None or isinstance(self.overrides, dict):  # anything else fails check_types
+            self.overrides = dict(self.overrides or {})
 
     def run_dir(self) -> Path:
         return Path(self.out_dir or f"runs/{self.model}-{self.preset}")
@@ -101,8 +102,23 @@ class TrainConfig:
     def run_name(self) -> str:
         return self.run_dir().resolve().name
 
+    def check_types(self) -> None:
+        """Each field holds the type its annotation names (None only where None is the default): a value
+        from JSON or Python is not converted by argparse, and "false" is no boolean."""
+        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,)}
+        words = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
+                 "dict": "an object of model config fields"}
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and f.default is None:
+                continue
+            if not isinstance(value, kinds[kind]) or (isinstance(value, bool) and kind in ("int", "float")):
+                null = " or null" if f.default is None else ""
+                raise ValueError(f"{f.name} must be {words[kind]}{null}, got {value!r}")
+
     def validate(self) -> None:
         flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+        self.check_types()
         for name in ("batch_size", "grad_accum", "max_steps", "eval_tokens", "ckpt_interval", "eval_interval"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -132,9 +148,8 @@ class TrainConfig:
             raise ValueError(f"--out-dir {self.out_dir!r} is the current folder; name a folder of its own for the run, "
                              "e.g. --out-dir runs/my-run")
         for name in ("data_dir", "out_dir"):
-            value = getattr(self, name)
-            if value and Path(value).exists() and not Path(value).is_dir():
-                raise ValueError(f"{flag(name)} {value!r} is a file; give a folder")
+            if getattr(self, name):
+                check_folder(flag(name), getattr(self, name))
         if self.batch_size % self.grad_accum:
             raise ValueError(f"--batch-size {self.batch_size} must be divisible by --grad-accum {self.grad_accum}")
         if not 0 <= self.min_lr <= self.lr:
@@ -151,6 +166,16 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+def check_folder(flag: str, path: str | os.PathLike) -> None:
+    """A folder to write in: refused in one line when it, or the nearest folder above it that exists, is a file."""
+    for existing in (Path(path), *Path(path).parents):
+        if existing.exists():
+            if not existing.is_dir():
+                where = "is a file" if existing == Path(path) else f"lies inside {str(existing)!r}, which is a file"
+                raise ValueError(f"{flag} {str(path)!r} {where}; give a folder")
+            return
 
 
 # Fields that may change between a run and its resumption without changing the numbers.
@@ -424,11 +449,14 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     rows = []
     for n, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             if n == len(lines):
                 break  # torn by a kill during the write
-            raise ValueError(f"{path}:{n} is not a metrics row; the log is damaged (delete it to start a new one)") from None
+            row = None
+        if not (isinstance(row, dict) and isinstance(row.get("step"), int)):  # every row is an object with a step
+            raise ValueError(f"{path}:{n} is not a metrics row; the log is damaged (delete it to start a new one)")
+        rows.append(row)
     return rows
 
 
@@ -644,6 +672,30 @@ def options_from_args(args: argparse.Namespace, **base) -> TrainConfig:
     return TrainConfig(**{**base, **values})
 
 
+def options_from_file(path: str | os.PathLike) -> TrainConfig:
+    """A TrainConfig from a JSON object of its fields (`train --options FILE`), each field checked."""
+    where = f"--options {path}"
+    try:
+        fields = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{where}: no such file (give a JSON file of TrainConfig fields, as compare writes)") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{where} is not valid JSON ({err})") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"{where} must hold a JSON object of TrainConfig fields, got a {type(fields).__name__}")
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(fields) - set(names))
+    if unknown:
+        raise ValueError(f"{where}: {', '.join(map(repr, unknown))} is not a training option; the options are "
+                         f"TrainConfig's fields, e.g. {', '.join(names[:4])} (train --help lists them)")
+    cfg = TrainConfig(**fields)
+    try:
+        cfg.check_types()
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    return cfg
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nanogptoss train",
@@ -661,7 +713,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     try:
         if args.options:
-            cfg = TrainConfig(**json.loads(Path(args.options).read_text()))
+            cfg = options_from_file(args.options)
         else:
             cfg = options_from_args(args)
         summary = train(cfg)

@@ -16,12 +16,14 @@ one, never half of one.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..config import GPTConfig
@@ -67,8 +69,20 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer=None, scaler=None,
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng/cuda"] = torch.cuda.get_rng_state()
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except SafetensorError as err:
+            raise _os_error(err, path) from None
     return path
+
+
+def _os_error(err: SafetensorError, path: Path) -> OSError:
+    """safetensors reports a failed write (a full disk, say) as its own error, the OS's reason in its text:
+    as the OSError it is, for `path`, so callers handle it as they handle every failed write."""
+    code = re.search(r"os error (\d+)", str(err))
+    if code:
+        return OSError(int(code[1]), os.strerror(int(code[1])), str(path))
+    return OSError(errno.EIO, f"could not be written ({err})", str(path))
 
 
 class Checkpoint:
@@ -96,10 +110,11 @@ class Checkpoint:
             self.extra = json.loads(self.meta.get("extra", "{}"))
             if not isinstance(fields, dict) or self.step < 0:
                 raise ValueError("model_config is no object" if not isinstance(fields, dict) else "negative step")
+            if "optim_groups" in self.meta and not isinstance(json.loads(self.meta["optim_scalars"]), dict):
+                raise ValueError("optim_scalars is no object")
         except (KeyError, ValueError) as err:
             what = f"no {err}" if isinstance(err, KeyError) else str(err)
-            raise CheckpointError(f"{self.path}: its metadata is damaged ({what}); it cannot be resumed or loaded. "
-                                  "Delete it to start over, or point --out-dir at another run.") from None
+            raise self.damaged(f"its metadata is damaged ({what})") from None
         unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(GPTConfig)})
         if unknown:
             raise CheckpointError(f"{self.path}: its model config has fields this version of nanogptoss does not "
@@ -108,6 +123,10 @@ class Checkpoint:
             self.model_config = GPTConfig(**fields)
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{self.path}: its model config is not valid ({err})") from None
+
+    def damaged(self, what: str, use: str = "resumed or loaded") -> CheckpointError:
+        return CheckpointError(f"{self.path}: {what}; it cannot be {use}. Delete it to start over, "
+                               "or point --out-dir at another run.")
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k.removeprefix("model/"): v for k, v in self.tensors.items() if k.startswith("model/")}
@@ -118,6 +137,11 @@ class Checkpoint:
             diff = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs[k]}
             raise CheckpointError(f"{self.path} was made for another model; differing fields "
                                   f"(checkpoint, requested): {diff}. Use the same settings or another --out-dir.")
+        ours = model.state_dict()
+        for name, tensor in self.model_state().items():
+            if name in ours and tensor.shape != ours[name].shape:
+                raise self.damaged(f"model/{name} has shape {tuple(tensor.shape)} where its model config "
+                                   f"implies {tuple(ours[name].shape)}")
         missing, unexpected = model.load_state_dict(self.model_state(), strict=False)
         allowed_missing = {"unembedding.weight"} if model.config.tie_word_embeddings else set()
         if set(missing) - allowed_missing or unexpected:
@@ -139,17 +163,37 @@ class Checkpoint:
         groups = json.loads(self.meta["optim_groups"])
         if [len(g["params"]) for g in groups] != [len(g["params"]) for g in optimizer.param_groups]:
             raise CheckpointError(f"{self.path}: optimizer parameter groups do not match this model")
+        self._check_optimizer_state(state, optimizer)
         # JSON has no tuples: give each value back the type the optimizer holds (AdamW's betas)
         groups = [{k: tuple(v) if isinstance(now.get(k), tuple) and isinstance(v, list) else v
                    for k, v in group.items()} for group, now in zip(groups, optimizer.param_groups)]
         optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+    def _check_optimizer_state(self, state: dict[int, dict], optimizer) -> None:
+        """Every parameter has the same state (AdamW: step, exp_avg, exp_avg_sq), its moments shaped like it."""
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        keys = set().union(*state.values()) if state else set()
+        for i, param in enumerate(params if state else []):
+            lacking = sorted(keys - set(state.get(i, {})))
+            if lacking:
+                raise self.damaged(f"the optimizer state of parameter {i} has no {', '.join(lacking)}", "resumed")
+            for key, value in state[i].items():
+                if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
+                    raise self.damaged(f"optim/{i}/{key} has shape {tuple(value.shape)} where its parameter has "
+                                       f"{tuple(param.shape)}", "resumed")
+        if set(state) - set(range(len(params))):
+            raise self.damaged(f"it holds optimizer state for {len(state)} parameters, the model has {len(params)}",
+                               "resumed")
 
     def load_scaler(self, scaler) -> None:
         if scaler is not None and scaler.is_enabled() and "scaler" in self.meta:
             scaler.load_state_dict(json.loads(self.meta["scaler"]))
 
     def restore_rng(self) -> None:
-        torch.set_rng_state(self.tensors["rng/torch"])
+        state = self.tensors.get("rng/torch")
+        if state is None or state.dtype != torch.uint8 or state.shape != torch.get_rng_state().shape:
+            raise self.damaged("its random-number state rng/torch is missing or mis-shaped", "resumed exactly")
+        torch.set_rng_state(state)
         if "rng/cuda" in self.tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(self.tensors["rng/cuda"])
 

@@ -144,6 +144,45 @@ def check_architecture(hf: dict) -> None:
                                     f"needs {', '.join(REQUIRED_FIELDS)}")
 
 
+# what each config.json field must hold, checked before anything is computed from it
+WHOLE_FIELDS = REQUIRED_FIELDS + ("max_position_embeddings", "num_key_value_heads", "head_dim", "sliding_window")
+NUMBER_FIELDS = ("rms_norm_eps", "rope_theta", "swiglu_limit", "swiglu_alpha")
+ROPE_NUMBER_FIELDS = ("rope_theta", "factor", "original_max_position_embeddings", "beta_fast", "beta_slow")
+BOOL_FIELDS = ("tie_word_embeddings", "attention_bias")
+NULLABLE_FIELDS = ("num_key_value_heads", "head_dim", "sliding_window", "layer_types", "rope_parameters",
+                   "rope_scaling")  # null: derived, or none
+ROPE_TYPES = ("default", "yarn")
+
+
+def check_fields(hf: dict) -> None:
+    """Refuse, in one line naming the field, a config.json value of the wrong kind (null only where it means
+    "derive it" or "none")."""
+    def refuse(name, value, want):
+        raise CheckpointFormatError(f"config.json: {name} must be {want}, got {value!r}; fix config.json")
+
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    for name, value in hf.items():
+        if value is None and name in NULLABLE_FIELDS:
+            continue
+        if name in WHOLE_FIELDS and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            refuse(name, value, "a whole number >= 1")
+        if name in NUMBER_FIELDS and not number(value):
+            refuse(name, value, "a finite number")
+        if name in BOOL_FIELDS and not isinstance(value, bool):
+            refuse(name, value, "true or false")
+        if name == "layer_types" and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
+            refuse(name, value, "a list of 'sliding_attention' / 'full_attention', one per layer")
+        if name in ("rope_parameters", "rope_scaling"):
+            if not isinstance(value, dict):
+                refuse(name, value, "an object (rope_type, factor, ...)")
+            if value.get("rope_type", value.get("type", "default")) not in ROPE_TYPES:
+                refuse(f"{name}.rope_type", value.get("rope_type", value.get("type")),
+                       f"one of {ROPE_TYPES} (gpt-oss's RoPE, plain or YaRN)")
+            for key in ROPE_NUMBER_FIELDS:
+                if value.get(key) is not None and not number(value[key]):
+                    refuse(f"{name}.{key}", value[key], "a finite number")
+
+
 def quantization(hf: dict) -> str | None:
     """None for an unquantized checkpoint, "mxfp4" for the published one; anything else is refused."""
     q = hf.get("quantization_config")
@@ -163,6 +202,7 @@ def quantization(hf: dict) -> str | None:
 def config_from_hf(hf: dict, **overrides) -> GPTConfig:
     """A GPTConfig from a transformers gpt-oss `config.json` (new or older rope fields)."""
     check_architecture(hf)
+    check_fields(hf)
     rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
     theta = rope.get("rope_theta", hf.get("rope_theta", 150_000.0))
     rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -190,7 +230,10 @@ def config_from_hf(hf: dict, **overrides) -> GPTConfig:
     if hf.get("attention_bias") is False:
         raise CheckpointFormatError("attention_bias=false is not a gpt-oss layout (its projections have biases)")
     settings.update(overrides)
-    return GPTConfig(**settings)
+    try:
+        return GPTConfig(**settings)
+    except ValueError as err:
+        raise CheckpointFormatError(f"config.json describes no model nanogptoss can build: {err}") from None
 
 
 # -- what the files hold, from their headers ---------------------------------------------
