@@ -260,7 +260,7 @@ CHAPTER_SOURCES = {
     "05_sliding_window": ["is_visible", "attention_mask"], "06_attention_sinks": ["attention_reference",
                                                                                   "AttentionBlock"],
     "07_swiglu": ["swiglu"], "08_router": ["router"], "09_moe": ["moe_dispatch", "MLPBlock"],
-    "12_generation_and_evaluation": ["LayerKVCache"],
+    "12_generation": ["LayerKVCache"],
 }
 
 

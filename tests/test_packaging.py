@@ -1,5 +1,5 @@
 """What a pip install ships: every subpackage, the tokenizers, and the book's published results
-that chapter 12 reads (book/results, shipped as nanogptoss.results)."""
+that chapter 13 reads (book/results, shipped as nanogptoss.results)."""
 
 import subprocess
 import sys
@@ -24,7 +24,7 @@ def test_the_book_extra_holds_what_the_chapters_import():
     assert not any(d.startswith("torch") for d in PYPROJECT["project"]["optional-dependencies"]["book"])
 
 
-def test_the_wheel_ships_the_results_chapter_12_reads(tmp_path):
+def test_the_wheel_ships_the_results_chapter_13_reads(tmp_path):
     import shutil
 
     source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
@@ -38,7 +38,7 @@ def test_the_wheel_ships_the_results_chapter_12_reads(tmp_path):
     wheel = next((tmp_path / "wheel").glob("nanogptoss-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     published = sorted(p.relative_to(ROOT / "book" / "results").as_posix()
-                       for p in (ROOT / "book" / "results").glob("*/*") if p.suffix in (".md", ".png"))
+                       for p in (ROOT / "book" / "results").glob("*/*") if p.suffix in (".md", ".png", ".json", ".safetensors"))
     assert published and all(f"nanogptoss/results/{p}" in names for p in published)
     # installed where no repository is around, the loader finds them in the package
     site = tmp_path / "site"
