@@ -232,7 +232,22 @@ console.log(JSON.stringify(out));
 
 EDGE_CASES = ["", " ", "  hello  world  ", "Tom's dog'll run\n\n\nend", "x\u0085y\u0085\u0085 z", "\ufeffa \ufeff b",
               "42 apples, 3.14159 pies; 1000000!", "naïve café — «quote» 日本語 テキスト 🙂🙂 e\u0301",
-              "tabs\tand\r\nlines \n  \n", "ALL CAPS'S 'S", "    leading", "trailing    "]
+              "tabs\tand\r\nlines \n  \n", "ALL CAPS'S 'S", "    leading", "trailing    ",
+              "  \u0085x", "a  \ufeffb", "\u2003\u2003word\u3000 \u00a0end"]  # where JS's \s and Unicode's differ
+
+
+def test_js_pretokenizer_splits_as_the_regex_module(tmp_path):
+    # the pieces themselves, against the `regex` module (Unicode \s, as tiktoken's engine)
+    import regex
+
+    from nanogptoss.data.tokenizer import GPT2_PATTERN
+
+    (tmp_path / "texts.json").write_text(json.dumps(EDGE_CASES))
+    js = run_node(tmp_path, f"""
+const texts = JSON.parse(fs.readFileSync({json.dumps(str(tmp_path / 'texts.json'))}, "utf8"));
+console.log(JSON.stringify(texts.map((t) => t.match(B.GPT2_PATTERN) || [])));
+""")
+    assert js == [regex.findall(GPT2_PATTERN, t) for t in EDGE_CASES]
 
 
 def test_js_bpe_equals_tiktoken(tmp_path):
