@@ -273,3 +273,36 @@ console.log(JSON.stringify({{ids, roundTrip: texts.every((t, i) => tok.decode(id
     assert js["roundTrip"]
     assert js["special"] == enc.encode("The end.<|endoftext|>Once", allowed_special="all")
     assert js["nVocab"] == enc.n_vocab
+
+
+# -- the exporter's bad inputs ------------------------------------------------------------------
+
+def test_export_refuses_an_unknown_dtype(tmp_path):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        export_model(random_model(CONFIGS["gpt2"]), tmp_path / "m.safetensors", "int8")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_export_command_says_one_line_for_a_missing_checkpoint(tmp_path):
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "nanogptoss.book.export", str(tmp_path / "none.pt"),
+                           str(tmp_path / "m.safetensors")], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "none.pt" in done.stderr
+
+
+def test_js_loader_refuses_a_file_that_is_not_an_export(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    (tmp_path / "junk.bin").write_bytes(b"\x01\x00")
+    js = run_node(tmp_path, f"""
+const errors = [];
+for (const p of ["plain.safetensors", "junk.bin"]) {{
+  try {{ load({json.dumps(str(tmp_path))} + "/" + p); errors.push(null); }} catch (e) {{ errors.push(e.message); }}
+}}
+console.log(JSON.stringify(errors));
+""")
+    assert "write it with nanogptoss.book.export" in js[0]
+    assert "not a safetensors file" in js[1]

@@ -47,9 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", help="the .safetensors file to write")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
     args = parser.parse_args(argv)
-    from ..weights.checkpoint import load_model
+    from ..weights.checkpoint import CheckpointError, load_model
 
-    export_model(load_model(args.checkpoint), args.out, args.dtype)
+    try:
+        export_model(load_model(args.checkpoint), args.out, args.dtype)
+    except (OSError, ValueError, CheckpointError) as err:
+        raise SystemExit(f"export: {err}") from None
 
 
 if __name__ == "__main__":
