@@ -100,6 +100,7 @@ export class Model {
       q: new Float32Array(H * h), k: new Float32Array(G * h), v: new Float32Array(G * h), y: new Float32Array(H * h),
       scores: new Float32Array(c.max_position_embeddings + 1), gateUp: new Float32Array(2 * f),
       hidden: new Float32Array(Math.max(f, 4 * d)), expertOut: new Float32Array(d), routerLogits: new Float32Array(E),
+      experts: new Int32Array(c.experts_per_token), weights: new Float64Array(c.experts_per_token),
       logits: new Float32Array(c.vocab_size),
     };
   }
@@ -223,8 +224,9 @@ export class Model {
       matvec(out, s.hidden, l.down.weight, l.down.bias, d, f);
       return;
     }
-    const { experts, weights } = router(s.routerLogits, xb, l.router, c.num_experts, c.experts_per_token, d);
-    if (t) { t.experts = experts; t.weights = weights; }
+    const experts = s.experts, weights = s.weights;
+    router(experts, weights, s.routerLogits, xb, l.router, c.num_experts, c.experts_per_token, d);
+    if (t) { t.experts = Array.from(experts); t.weights = Array.from(weights); }
     out.fill(0);
     for (let r = 0; r < experts.length; r++) {
       const e = l.experts[experts[r]];
@@ -315,19 +317,22 @@ export function swiglu(out, gateUp, f, alpha, limit) {
   }
 }
 
-// top-k experts by router logit (best first; the lower index on a tie), and a
-// softmax over those k alone for their weights
-export function router(logits, x, r, E, k, d) {
+// the k experts with the highest router logits into `experts` (best first; the lower index on
+// a tie), and a softmax over those k alone into `weights`
+export function router(experts, weights, logits, x, r, E, k, d) {
   matvec(logits, x, r.weight, r.bias, E, d);
-  const experts = [];
   for (let n = 0; n < k; n++) {
     let best = -1;
-    for (let e = 0; e < E; e++) if (!experts.includes(e) && (best < 0 || logits[e] > logits[best])) best = e;
-    experts.push(best);
+    for (let e = 0; e < E; e++) {
+      let taken = false;
+      for (let m = 0; m < n; m++) taken ||= experts[m] === e;
+      if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
+    }
+    experts[n] = best;
   }
-  const max = logits[experts[0]], weights = experts.map((e) => Math.exp(logits[e] - max));
-  const sum = weights.reduce((a, b) => a + b, 0);
-  return { experts, weights: weights.map((w) => w / sum) };
+  let sum = 0;
+  for (let n = 0; n < k; n++) sum += (weights[n] = Math.exp(logits[experts[n]] - logits[experts[0]]));
+  for (let n = 0; n < k; n++) weights[n] /= sum;
 }
 
 // the mask rule of attention.py: not in the future, a real key (empty slots are -1), inside the window
