@@ -103,10 +103,21 @@ def test_js_logits_equal_pytorch(exported):
         assert diff < 1e-4, f"{path}: {diff}"
 
 
-def test_fp16_export_round_trips(exported, tmp_path):
-    # fp16 weights decode to exactly torch's fp16 values: the JS logits equal a PyTorch model rounded to fp16
+@pytest.mark.parametrize("half", ["fp16", "bf16"])
+def test_half_weights_decode_exactly(exported, tmp_path, half):
+    # half-precision weights decode to exactly torch's values: the JS logits equal a PyTorch model
+    # rounded the same way (the exporter writes fp16; bf16 files come from elsewhere, e.g. save_file)
     model = exported["model"]
-    export_model(model, tmp_path / "half.safetensors", "fp16")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[half]
+    if half == "fp16":
+        export_model(model, tmp_path / "half.safetensors", "fp16")
+    else:
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        with safe_open(str(exported["path"]), "pt") as f:
+            tensors = {k: f.get_tensor(k) if k.endswith("sinks") else f.get_tensor(k).to(dtype) for k in f.keys()}
+            save_file(tensors, str(tmp_path / "half.safetensors"), metadata=f.metadata())
     ids = exported["ids"][:10].tolist()
     run_node(tmp_path, f"""
 const model = load({json.dumps(str(tmp_path / 'half.safetensors'))});
@@ -116,7 +127,7 @@ console.log("{{}}");""")
     with torch.no_grad():
         for name, p in rounded.named_parameters():
             if not name.endswith("sinks"):
-                p.copy_(p.half().float())
+                p.copy_(p.to(dtype).float())
         ref = rounded(torch.tensor([ids])).logits[0]
     js = torch.from_numpy(np.fromfile(tmp_path / "half.f32", dtype=np.float32).reshape(len(ids), -1))
     assert (js - ref).abs().max().item() < 1e-4
