@@ -61,6 +61,21 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
+def sample_from_probs(probs: torch.Tensor, u) -> torch.Tensor:
+    """Pick ids from (..., V) probabilities with given uniform draws u in [0, 1), one per row.
+
+    Inverse CDF: the first id whose cumulative probability (summed in float64) exceeds u. The
+    same draws give the same ids in `book/js/model.js`, which is how the JavaScript sampler is
+    tested against this one. (`sample_next` keeps torch.multinomial and its random stream.)
+    """
+    cdf = probs.double().cumsum(dim=-1)
+    u = torch.as_tensor(u, dtype=torch.float64).reshape(*cdf.shape[:-1], 1)
+    idx = torch.searchsorted(cdf, u, right=True)
+    # rounding can leave the total a hair under u: take the last id with any probability
+    last = (probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(dim=-1, keepdim=True))
+    return torch.where(idx >= probs.shape[-1], last, idx)
+
+
 @torch.no_grad()
 def generate_stream(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                     top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
