@@ -36,8 +36,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 FALLBACKS = (
     "TinyStories is not available here",  # chapter 0, nanogptoss.data.stories.pick_source
-    "No published comparison results found",  # chapter 12: book/results not shipped in the package
-    "is not installed",  # chapter 13 without transformers
+    "is not installed",  # chapter 14 without transformers
 )
 
 

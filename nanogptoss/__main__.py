@@ -18,7 +18,7 @@ COMMANDS = {
     "sample": ("nanogptoss.training.sample", "write stories with a trained checkpoint"),
     "judge": ("nanogptoss.training.judge", "grade stories with an LLM judge"),
     "tokenizer": ("nanogptoss.data.tokenizer", "train or try a tokenizer"),
-    "exercises": ("nanogptoss.book.exercises", "strip solutions for students, grade their notebooks"),
+    "exercises": ("nanogptoss.book.cli", "strip solutions for students, grade their notebooks"),
 }
 
 

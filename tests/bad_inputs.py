@@ -263,7 +263,7 @@ def _redirecting_judge(tmp):
 def exercises(*argv: str) -> Callable[[Path], None]:
     """`python -m nanogptoss exercises ...`, whose main returns its exit status."""
     def run(tmp: Path) -> None:
-        from nanogptoss.book.exercises import main
+        from nanogptoss.book.cli import main
 
         with _chdir(tmp):
             status = main(list(argv))

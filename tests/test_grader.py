@@ -9,6 +9,7 @@ import os
 import pytest
 
 from nanogptoss.book import exercises as ex
+from nanogptoss.book import cli
 from nanogptoss.book import grading
 
 HEADER = "import torch\nfrom nanogptoss.book.exercises import check_swiglu, check_router"
@@ -60,7 +61,7 @@ def graded(tmp_path_factory):
     (folder / "notes.txt").write_text("not a notebook")
     os.environ["NANOGPTOSS_GRADER_SECRET"] = "sk-teacher"  # as a teacher's API key would be
     try:  # 60 s a cell: torch imports slowly on a busy machine
-        results = ex.grade_folder(folder, timeout=LIMIT, jobs=2)
+        results = grading.grade_folder(folder, timeout=LIMIT, jobs=2)
     finally:
         del os.environ["NANOGPTOSS_GRADER_SECRET"]
     return folder, {r.notebook: r for r in results}
@@ -200,11 +201,11 @@ def test_parse_results_keeps_the_last_line_per_checker():
 
 
 def test_grader_rejects_bad_folders_and_settings(tmp_path, capsys):
-    assert ex.main(["grade", str(tmp_path)]) == 2
+    assert cli.main(["grade", str(tmp_path)]) == 2
     assert "no .ipynb files" in capsys.readouterr().err
-    assert ex.main(["grade", str(tmp_path / "missing")]) == 2
+    assert cli.main(["grade", str(tmp_path / "missing")]) == 2
     write_notebook(tmp_path / "a.ipynb", "1")
-    assert ex.main(["grade", str(tmp_path), "--timeout", "0"]) == 2
+    assert cli.main(["grade", str(tmp_path), "--timeout", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nanogptoss.book import exercises as ex
+from nanogptoss.book import cli
 from nanogptoss.book import handout
 from nanogptoss.model.generate import next_token_probs
 
@@ -26,7 +27,7 @@ def text(cell) -> str:
 @pytest.fixture(scope="module")
 def handouts(tmp_path_factory):
     out = tmp_path_factory.mktemp("handouts")
-    assert ex.main(["strip", str(ROOT / "notebooks"), "--out", str(out)]) == 0
+    assert cli.main(["strip", str(ROOT / "notebooks"), "--out", str(out)]) == 0
     return {p.stem: json.loads((out / p.name).read_text()) for p in CHAPTERS}
 
 
@@ -171,13 +172,13 @@ def test_strip_handles_the_older_layout_and_never_overwrites_the_chapters(tmp_pa
     src = tmp_path / "chapters"
     src.mkdir()
     nbformat.write(nb, str(src / "07_x.ipynb"))
-    assert ex.main(["strip", str(src), "--out", str(tmp_path / "student")]) == 0
+    assert cli.main(["strip", str(src), "--out", str(tmp_path / "student")]) == 0
     assert "4 solution/answer cell(s) removed" in capsys.readouterr().out
     student = nbformat.read(str(tmp_path / "student" / "07_x.ipynb"), as_version=4)
     assert [c.source for c in student.cells] == ["# Chapter", "plot()", "def student_f(x):\n    ...  # your code here",
                                                  "check_swiglu(student_f)"]
     assert all(c.outputs == [] for c in student.cells if c.cell_type == "code")
     assert "widgets" not in student.metadata
-    assert ex.main(["strip", str(src), "--out", str(src)]) == 2
+    assert cli.main(["strip", str(src), "--out", str(src)]) == 2
     assert "overwrite" in capsys.readouterr().err
-    assert ex.main(["strip", str(tmp_path / "nothing.ipynb"), "--out", str(tmp_path / "s")]) == 2
+    assert cli.main(["strip", str(tmp_path / "nothing.ipynb"), "--out", str(tmp_path / "s")]) == 2
