@@ -22,6 +22,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "book" / "reliability.md"
+PACKAGE = Path(__import__("nanogptoss").__file__).resolve().parent  # where it is installed: differs per clone
 TABLE_START, TABLE_END = "<!-- bad-inputs:start -->", "<!-- bad-inputs:end -->"
 
 
@@ -728,7 +729,9 @@ def answer(case: Case) -> str:
             message = str(exc)
         else:
             raise AssertionError(f"{case.what}: accepted without an error")
-        return re.sub(r"\bpid \d+", "pid <pid>", message.replace(tmp, "<tmp>"))  # the same table every time
+        # the same table on every machine and clone
+        message = message.replace(tmp, "<tmp>").replace(str(PACKAGE), "<package>")
+        return re.sub(r"\bpid \d+", "pid <pid>", message)
 
 
 def table(answers: dict[str, str]) -> str:

@@ -29,6 +29,7 @@ import contextlib
 import csv
 import io
 import json
+import multiprocessing
 import os
 import re
 import secrets
@@ -553,7 +554,9 @@ def grade_folder(folder, out: str | Path | None = None, timeout: int = 120, kern
             results.append(_grade_one(task))
             _progress(results[-1])
     else:
-        with ProcessPoolExecutor(jobs) as pool:
+        # spawn, not fork: a child forked from a process whose torch thread pools have run can
+        # hang for ever in its first torch call (seen in CI), and the grader's checks use torch
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = []
             for r in pool.map(_grade_one, tasks):
                 results.append(r)
