@@ -44,7 +44,7 @@ $(VENV)/.installed-book: $(VENV)/.installed requirements-book.txt
 
 book-setup: $(VENV)/.installed-book
 
-# warnings are errors; chapters execute (cached in _build/.jupyter_cache), training notebooks keep their outputs
+# warnings are errors; pages show the chapters' saved outputs (book/run_notebooks.py writes them)
 book: book-setup
 	$(VENV)/bin/jupyter-book build . -W
 
