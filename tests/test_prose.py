@@ -1,6 +1,7 @@
 """Claims of the book's prose that a test can hold against the code and the table of contents."""
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -102,3 +103,14 @@ def test_the_conventions_page_describes_the_solutions_the_chapters_have():
     assert all("".join(c["source"]).startswith('<details class="solution">') for c in solutions)
     assert '<details class="solution">' in page and "tagged `solution`" in page
     assert "hide-input" in tags or "hide-input" not in page, "how-to-use.md describes hide-input solution cells"
+
+
+@pytest.mark.parametrize("page", CHAPTERS + sorted((ROOT / "book").glob("*.md")), ids=lambda p: p.name)
+def test_bf16_is_said_to_store_7_mantissa_bits(page):
+    import torch
+
+    stored = round(-math.log2(torch.finfo(torch.bfloat16).eps))  # eps = 2**-(stored bits): 7
+    for m in re.finditer(r"(\d+) bits of mantissa", markdown(page)):
+        before = markdown(page)[max(0, m.start() - 80):m.start()]
+        if "bf16" in before or "bfloat16" in before:
+            assert int(m.group(1)) == stored, f"{page.name}: bf16 stores {stored} bits of mantissa: ...{before}{m.group(0)}"
