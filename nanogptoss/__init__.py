@@ -19,6 +19,8 @@ from .model.router import Router, load_balancing_loss
 from .model.swiglu import MLP, SwiGLUMLP, swiglu
 from .model.transformer import GPT, GPT2, GPTOSS, ModelOutput, TransformerBlock
 
+from .weights.shipped import pretrained  # the book's own trained models
+
 from_pretrained = GPTOSS.from_pretrained
 
 __version__ = "0.2.0"
