@@ -453,6 +453,9 @@ CASES: list[Case] = [
     Case("checkpoint", "train --resume with a metrics.jsonl whose row is not an object",
          _resume_damaged(metrics='{"step": 1, "loss": 8.0}\n[2, 7.9]\n'),
          r"metrics.jsonl:2 is not a metrics row; the log is damaged"),
+    # the book's shipped models
+    Case("pretrained", "nanogptoss.pretrained('tinystories')", lambda tmp: __import__("nanogptoss").pretrained("tinystories"),
+         "no pretrained model 'tinystories'; choose one of tinystories-gptoss, tinystories-gpt2"),
     # from_pretrained: Hugging Face-format and MXFP4 checkpoints
     Case("pretrained", "from_pretrained(dir) whose config.json is not JSON",
          _pretrained(lambda d: (d / "config.json").write_text("{not json")), "config.json is not valid JSON"),
