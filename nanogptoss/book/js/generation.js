@@ -103,19 +103,24 @@ async function fetchBytes(model, name) {
   return response.arrayBuffer();
 }
 
-// shared by every explorer on the page (each may run its own copy of this module)
+// what is loaded, shared by every explorer on the page (each may run its own copy of this module)
 const LOADED = (globalThis.__nanogptossGeneration ||= new Map());
 
-function loadModel(widget, name) {
-  if (!LOADED.has(name)) {
-    LOADED.set(name, (async () => {
-      const model = new M.Model(await fetchBytes(widget, `${name}.safetensors`));
-      const ranks = await fetchBytes(widget, `${model.tokenizerName}.tiktoken`);
-      return { model, tokenizer: new B.Tokenizer(new TextDecoder().decode(ranks)) };
-    })());
-    LOADED.get(name).catch(() => LOADED.delete(name)); // a failure may be retried
+function once(key, make) {
+  if (!LOADED.has(key)) {
+    LOADED.set(key, make());
+    LOADED.get(key).catch(() => LOADED.delete(key)); // a failure may be retried
   }
-  return LOADED.get(name);
+  return LOADED.get(key);
+}
+
+function loadModel(widget, name) {
+  return once(name, async () => {
+    const model = new M.Model(await fetchBytes(widget, `${name}.safetensors`));
+    const tokenizer = await once(model.tokenizerName, async () =>
+      new B.Tokenizer(new TextDecoder().decode(await fetchBytes(widget, `${model.tokenizerName}.tiktoken`))));
+    return { model, tokenizer };
+  });
 }
 
 // -- drawing ------------------------------------------------------------------------------------
@@ -141,9 +146,9 @@ const quoted = (s) => JSON.stringify(s);
 
 // one layer: heads × key positions (shade ∝ √weight), the sink's column apart, the window's
 // left edge as a red line (keys left of it are outside a banded layer's window: hatched grey)
-function layerPicture(layer, index, width, tokenizer, ids) {
+function layerPicture(layer, index, width, tokenizer, ids, sinks) {
   const heads = layer.heads.length, T = layer.keys.length, q = T - 1;
-  const left = 46, gap = 10, sinkW = 14, right = 56;
+  const left = 46, gap = sinks ? 10 : 0, sinkW = sinks ? 14 : 0, right = sinks ? 56 : 8;
   const cell = Math.max(1, Math.min(14, (width - left - gap - sinkW - right) / T)), rowH = 13;
   const W = left + T * cell + gap + sinkW + right, H = 30 + heads * rowH + 14;
   const pic = svg("svg", { width: W, height: H, class: "layer", "data-layer": index });
@@ -160,6 +165,7 @@ function layerPicture(layer, index, width, tokenizer, ids) {
                               fill: `rgba(${COLORS.attn},${Math.sqrt(p).toFixed(3)})` }, pic);
       svg("title", { text: `head ${h} → position ${k} ${quoted(shown(tokenizer, ids[k]))}: ${p.toFixed(3)}` }, r);
     });
+    if (!sinks) return;
     const sx = left + T * cell + gap;
     const s = svg("rect", { x: sx, y, width: sinkW, height: rowH - 1, stroke: "#ccc",
                             fill: `rgba(${COLORS.sink},${Math.sqrt(head.sink).toFixed(3)})` }, pic);
@@ -175,8 +181,10 @@ function layerPicture(layer, index, width, tokenizer, ids) {
   svg("text", { x: left + T * cell, y: base + 12, "font-size": 10, "text-anchor": "end", text: `${q}` }, pic);
   if (edge > 0) svg("text", { x: left + edge * cell, y: base + 12, "font-size": 10, "text-anchor": "middle",
                               fill: COLORS.edge, text: `${edge}` }, pic);
-  svg("text", { x: left + T * cell + gap + sinkW / 2, y: base + 12, "font-size": 10, "text-anchor": "middle",
-                fill: "#c55a00", text: "sink" }, pic);
+  svg("text", { x: left + (T * cell) / 2, y: base + 12, "font-size": 10, "text-anchor": "middle", fill: "#555",
+                text: "key position →" }, pic);
+  if (sinks) svg("text", { x: left + T * cell + gap + sinkW / 2, y: base + 12, "font-size": 10, "text-anchor": "middle",
+                           fill: "#c55a00", text: "sink" }, pic);
   return pic;
 }
 
@@ -199,17 +207,20 @@ function detailPanel(panel, step, tokenizer, ids, config) {
   const width = Math.max(320, panel.clientWidth || 640);
   const cand = step.candidates.map((c) => `${quoted(shown(tokenizer, c.id))} ${c.prob.toFixed(2)}`).join(", ");
   panel.replaceChildren(
-    el("div", { style: "margin:6px 0", text:
+    el("div", { style: "margin:6px 0;font-size:13px", text:
       `${quoted(shown(tokenizer, step.id))} (position ${step.position}) was chosen by the forward pass that read ` +
       `position ${step.query_position}, ${quoted(shown(tokenizer, ids[step.query_position]))}. ` +
       `The model's most likely next tokens there: ${cand}.` }),
     el("div", { style: "font-size:12px;color:#555;margin-bottom:4px", text:
-      "Each row is one head's attention over the earlier positions (shade ∝ √weight; hover for the numbers); " +
-      "the orange column is the sink's share. Left of a red line: outside a banded layer's window." }));
+      "Each row is one head's attention over the earlier positions (shade ∝ √weight; hover for the numbers)" +
+      (config.attn_sinks ? "; the orange column is the sink's share, and a row with its sink sums to 1" :
+                           "; with no sink, each row sums to 1 over the keys") +
+      (config.layer_types.includes("sliding_attention") ? ". Left of a red line: outside a banded layer's window." : ".") +
+      (config.num_experts > 1 ? " Beside each layer: its experts, the chosen ones in orange with their weights." : "") }));
   step.layers.forEach((layer, i) => {
     const row = el("div", { style: "display:flex;flex-wrap:wrap;gap:4px 14px;align-items:flex-end;margin:4px 0" }, panel);
     const routerW = layer.experts ? config.num_experts * 34 + 18 : 0;
-    row.appendChild(layerPicture(layer, i, width - routerW, tokenizer, ids));
+    row.appendChild(layerPicture(layer, i, width - routerW, tokenizer, ids, config.attn_sinks));
     if (layer.experts) row.appendChild(routerPicture(layer, config.num_experts));
   });
 }
@@ -312,7 +323,7 @@ export default {
         state.status = "done";
         state.tokens_per_second = steps.length / Math.max(seconds, 1e-6);
         status.textContent = `${steps.length} tokens at ${state.tokens_per_second.toFixed(0)} tokens/s in this browser. ` +
-                             "Click a token to see the attention and experts that chose it.";
+                             `Click a token to see the attention${model.isMoe ? " and the experts" : ""} that chose it.`;
         publish();
       } catch (err) {
         if (mine !== run) return;
