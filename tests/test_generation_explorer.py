@@ -12,6 +12,7 @@ from test_js_model import CONFIGS, JS, WINDOW, random_model, run_node
 
 from nanogptoss.book.export import export_model
 from nanogptoss.book.widgets import GenerationExplorer, browser_files, inline_module
+from nanogptoss.model.generate import next_token_probs, sample_from_probs
 
 
 @pytest.fixture(scope="module", params=["gptoss", "gpt2"])
@@ -29,7 +30,11 @@ const steps = [];
 const knobs = {{maxNewTokens: 20, temperature: 0, topP: 1, seed: 0}};
 const {{ids}} = await G.generate(model, {json.dumps(prompt.tolist())}, knobs, (s) => {{ steps.push(s); return true; }});
 const stopped = await G.generate(model, {json.dumps(prompt.tolist())}, knobs, (s) => false);
-console.log(JSON.stringify({{ids, steps, stopped: stopped.ids}}));
+const sampled = {{maxNewTokens: 20, temperature: 0.8, topP: 0.9, seed: 5}};
+const draws = Array.from({{length: 20}}, M.mulberry32(5));  // the sampler's: one per token
+const again = [];
+for (let i = 0; i < 2; i++) again.push((await G.generate(model, {json.dumps(prompt.tolist())}, sampled, () => true)).ids);
+console.log(JSON.stringify({{ids, steps, stopped: stopped.ids, sampled: again, draws}}));
 """)
     from nanogptoss.weights.shipped import read_exported
 
@@ -43,6 +48,19 @@ def test_explorer_greedy_ids_equal_pytorch(explorer_run):
     assert explorer_run["ids"] == ref
     assert [s["id"] for s in explorer_run["steps"]] == ref
     assert explorer_run["stopped"] == ref[:1]  # onStep returning false ends the run
+
+
+def test_explorer_samples_as_python_given_the_same_draws(explorer_run):
+    # temperature 0.8, top-p 0.9, seed 5: the seed's uniform draws through Python's sampler
+    model, ids = explorer_run["model"], list(explorer_run["prompt"])
+    first, second = explorer_run["sampled"]
+    assert first == second  # a seed gives the same story again
+    with torch.no_grad():
+        for u in explorer_run["draws"]:
+            probs = next_token_probs(model(torch.tensor([ids])).logits[0, -1], 0.8, top_p=0.9)
+            ids.append(sample_from_probs(probs, u).item())
+    assert first == ids[len(explorer_run["prompt"]):]
+    assert first != explorer_run["ids"]  # and it is not the greedy story
 
 
 def test_explorer_attention_rows_cover_every_earlier_key(explorer_run):

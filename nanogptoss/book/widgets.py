@@ -294,9 +294,9 @@ class GenerationExplorer(anywidget.AnyWidget):
     and a Generate button; click a generated token to see each head's attention (with the
     sink's share and the window's edge) and the router's experts when it was chosen.
 
-    The weights never enter the notebook: the built site fetches them from its _static folder;
-    in a live kernel this object sends them when the browser asks. `reference_ids()` is what
-    PyTorch generates greedily for the same prompt (the tests compare the browser's ids).
+    The weights never enter the notebook (a synced traitlet would be saved in its widget
+    state): the built site fetches them from its _static folder; in a live kernel this object
+    sends them, as a message with a binary buffer, when the browser asks.
     """
 
     _esm = inline_module(JS_DIR / "generation.js")
@@ -353,15 +353,3 @@ class GenerationExplorer(anywidget.AnyWidget):
             self.send({"file": name, "error": f"no such file {name!r}; the explorer loads {sorted(files)}"})
             return
         self.send({"file": name}, buffers=[files[name].read_bytes()])
-
-    def reference_ids(self, prompt_ids: list[int] | None = None) -> list[int]:
-        """PyTorch's greedy continuation (the explorer at temperature 0) of `prompt_ids`
-        (default: this explorer's prompt, tokenized), max_new_tokens long."""
-        from ..data.tokenizer import get_tokenizer
-        from ..weights.shipped import pretrained
-
-        model = pretrained(self.pretrained)
-        if prompt_ids is None:
-            prompt_ids = get_tokenizer(model.tokenizer_name).encode(self.prompt, allowed_special="all")
-        out = model.generate(torch.tensor([prompt_ids]), self.max_new_tokens, temperature=0)
-        return out[0, len(prompt_ids):].tolist()
