@@ -231,17 +231,20 @@ def test_site_vendors_the_anywidget_frontend_of_the_installed_anywidget():
 
 def test_notebooks_saved_the_current_explorers_module():
     """The site runs the ES module saved in each notebook's widget state: it must be today's
-    js/explorers.js (one source, never a stale copy), so re-execute a chapter after changing it."""
+    js/explorers.js, or for the generation explorer today's js/generation.js with model.js and
+    bpe.js inlined (one source, never a stale copy), so re-execute a chapter after changing it."""
     from pathlib import Path
 
-    from nanogptoss.book.widgets import EXPLORERS_JS
-    source = EXPLORERS_JS.read_text()
-    saved = 0
+    from nanogptoss.book.widgets import EXPLORERS_JS, JS_DIR, inline_module
+    modules = {"explorers.js": EXPLORERS_JS.read_text(), "generation.js": inline_module(JS_DIR / "generation.js")}
+    saved = {name: 0 for name in modules}
     for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
         state = json.loads(path.read_text())["metadata"].get("widgets", {})
         for model in state.get("application/vnd.jupyter.widget-state+json", {}).get("state", {}).values():
             if model["model_module"] == "anywidget":
-                assert model["state"]["_esm"] == source, \
-                    f"{path.name} saved an older js/explorers.js: python book/run_notebooks.py notebooks/{path.name}"
-                saved += 1
-    assert saved >= 4, f"expected the explorers of chapters 3, 5, 6, 8 in the saved widget state, found {saved}"
+                name = "generation.js" if "pretrained" in model["state"] else "explorers.js"
+                assert model["state"]["_esm"] == modules[name], \
+                    f"{path.name} saved an older js/{name}: python book/run_notebooks.py notebooks/{path.name}"
+                saved[name] += 1
+    assert saved["explorers.js"] >= 4, f"expected the explorers of chapters 3, 5, 6, 8 in the saved widget state: {saved}"
+    assert saved["generation.js"] >= 2, f"expected chapter 12's two generation explorers in the saved state: {saved}"

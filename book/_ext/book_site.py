@@ -14,8 +14,12 @@
   the same merge is applied here to every page's rendered outputs, one box per stream.
 * static/page-fit.css: code and output boxes hold the 78 columns the chapters are formatted
   to at a 1280-px window; the library's printed source wraps.
+* The generation explorer (chapter 12) runs the shipped models in the reader's browser: their
+  weights and tokenizer are copied to _static/nanogptoss/, which the explorer fetches, relative
+  to the page, only when a reader presses Generate (they are not in any page or widget state).
 """
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -65,10 +69,26 @@ def merge_stream_boxes(app, doctree) -> None:
                 box.rawsource = text  # plain text, so Sphinx still highlights it (ANSI colours)
 
 
+def copy_explorer_files(app, exception) -> None:
+    """The files the generation explorer fetches, into _static/nanogptoss/ of the built site."""
+    if exception is not None or app.builder.format != "html":
+        return
+    from nanogptoss.book.widgets import browser_files
+
+    out = Path(app.outdir) / "_static" / "nanogptoss"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, path in browser_files().items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: the generation explorer needs it on the site "
+                                    "(the shipped weights come from `python -m nanogptoss.book.export`)")
+        shutil.copyfile(path, out / name)
+
+
 def setup(app):
     app.config.html_static_path.append(str(Path(__file__).resolve().parent / "static"))
     app.add_css_file("page-fit.css")
     app.add_js_file("mathjax2-hub.js", priority=200)
     app.connect("html-page-context", _drop_repeated_scripts, priority=900)  # after the others add theirs
     app.connect("doctree-read", merge_stream_boxes)
+    app.connect("build-finished", copy_explorer_files)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -85,8 +85,8 @@ def site():
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def browser():
+def start_chromium(*extra_args: str):
+    """Headless Chromium at 1280 px with its console logged; `extra_args` are more switches."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -98,12 +98,18 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1600", "--hide-scrollbars"):
+                "--window-size=1280,1600", "--hide-scrollbars", *extra_args):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(60)
     SHOTS.mkdir(parents=True, exist_ok=True)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = start_chromium()
     yield driver
     driver.quit()
 

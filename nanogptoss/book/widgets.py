@@ -14,6 +14,7 @@ The attention-mask numbers are plain functions (`layer_mask`, `with_sink_column`
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import anywidget
@@ -250,3 +251,105 @@ class RopeExplorer(_Explorer):
 
         self.score = float((rotated(q, [self.m]) * rotated(k, [self.n])).sum())
         self.curve = (rotated(q, self.offsets) * rotated(k, [0])).sum(-1)
+
+
+# -- the generation explorer ------------------------------------------------------------------
+
+JS_DIR = Path(__file__).with_name("js")
+_IMPORT = re.compile(r'^import \* as (\w+) from "\./([\w-]+\.js)";$', re.M)
+_EXPORT = re.compile(r"^export (?:async )?(?:function\*?|class|const|let) ?\*? ?([A-Za-z_$][\w$]*)", re.M)
+
+
+def inline_module(path: Path) -> str:
+    """`path`'s ES module with its `import * as X from "./y.js"` lines replaced by y.js itself,
+    wrapped as the object X: anywidget takes one module string, and each function keeps one
+    source file (the same files Node's tests import)."""
+    text = path.read_text()
+
+    def namespace(match: re.Match) -> str:
+        name, source = match.group(1), (path.parent / match.group(2)).read_text()
+        if re.search(r"^(import |export default|export \{)", source, re.M):
+            raise ValueError(f"{match.group(2)}: only `export function/class/const` can be inlined")
+        exported = _EXPORT.findall(source)
+        body = re.sub(r"^export ", "", source, flags=re.M)
+        return f"const {name} = (() => {{\n{body}\nreturn {{ {', '.join(exported)} }};\n}})();"
+
+    return _IMPORT.sub(namespace, text)
+
+
+def browser_files() -> dict[str, Path]:
+    """The files the generation explorer loads: the shipped weights and their tokenizer's
+    ranks, by the name the browser asks for (the site serves them from _static/nanogptoss/)."""
+    from ..data.tokenizer import TOKENIZER_DIR
+    from ..weights.shipped import NAMES, PRETRAINED_DIR
+
+    files = {f"{name}.safetensors": PRETRAINED_DIR / f"{name}.safetensors" for name in NAMES}
+    files["tinystories-4k.tiktoken"] = TOKENIZER_DIR / "tinystories-4k.tiktoken"
+    return files
+
+
+class GenerationExplorer(anywidget.AnyWidget):
+    """The book's trained models writing in the browser (js/generation.js, with model.js and
+    bpe.js inlined): a prompt, the model, temperature, top-p, seed, the number of new tokens,
+    and a Generate button; click a generated token to see each head's attention (with the
+    sink's share and the window's edge) and the router's experts when it was chosen.
+
+    The weights never enter the notebook (a synced traitlet would be saved in its widget
+    state): the built site fetches them from its _static folder; in a live kernel this object
+    sends them, as a message with a binary buffer, when the browser asks.
+    """
+
+    _esm = inline_module(JS_DIR / "generation.js")
+    pretrained = traitlets.Unicode("tinystories-gptoss").tag(sync=True)
+    prompt = traitlets.Unicode("Once upon a time, there was a little dog").tag(sync=True)
+    temperature = traitlets.Float(0.8).tag(sync=True)
+    top_p = traitlets.Float(0.95).tag(sync=True)
+    seed = traitlets.Int(0).tag(sync=True)
+    max_new_tokens = traitlets.Int(60).tag(sync=True)
+
+    def __init__(self, pretrained: str = "tinystories-gptoss", **values):
+        super().__init__(pretrained=pretrained, **values)
+        self.on_msg(self._send_file)
+
+    def __repr__(self) -> str:
+        names = ("pretrained", "prompt", "temperature", "top_p", "seed", "max_new_tokens")
+        return f"GenerationExplorer({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
+
+    def _check(self, name: str, value, low, high):
+        if not low <= value <= high:
+            raise ValueError(f"GenerationExplorer: {name} must be between {low} and {high}, got {value}")
+        return value
+
+    @traitlets.validate("pretrained")
+    def _valid_pretrained(self, proposal):
+        from ..weights.shipped import NAMES
+
+        if proposal["value"] not in NAMES:
+            raise ValueError(f"GenerationExplorer: pretrained must be one of {', '.join(NAMES)}, "
+                             f"got {proposal['value']!r}")
+        return proposal["value"]
+
+    @traitlets.validate("temperature")
+    def _valid_temperature(self, proposal):
+        return self._check("temperature", proposal["value"], 0.0, 2.0)
+
+    @traitlets.validate("top_p")
+    def _valid_top_p(self, proposal):
+        return self._check("top_p", proposal["value"], 0.05, 1.0)
+
+    @traitlets.validate("seed")
+    def _valid_seed(self, proposal):
+        return self._check("seed", proposal["value"], 0, 2**32 - 1)
+
+    @traitlets.validate("max_new_tokens")
+    def _valid_max_new_tokens(self, proposal):
+        return self._check("max_new_tokens", proposal["value"], 1, 120)
+
+    def _send_file(self, _, content, buffers) -> None:
+        if not isinstance(content, dict) or content.get("request") != "file":
+            return
+        name, files = content.get("name"), browser_files()
+        if name not in files:
+            self.send({"file": name, "error": f"no such file {name!r}; the explorer loads {sorted(files)}"})
+            return
+        self.send({"file": name}, buffers=[files[name].read_bytes()])

@@ -53,6 +53,7 @@ export class Model {
     const { tensors, metadata } = parseSafetensors(buffer);
     if (!metadata.config) throw new Error("this safetensors file has no config: write it with nanogptoss.book.export");
     const c = (this.config = JSON.parse(metadata.config));
+    this.tokenizerName = metadata.tokenizer || "tinystories-4k"; // the BPE it was trained with (bpe.js)
     const get = (name, required = true) => {
       if (tensors[name]) return tensors[name].data;
       if (required) throw new Error(`the weights lack ${name}: export the model with nanogptoss.book.export`);
@@ -247,23 +248,33 @@ export class Model {
   }
 
   // Continue `ids` by maxNewTokens tokens; `sample` maps logits to an id (see makeSampler).
-  // onToken(id, trace) is called for each new token.
-  generate(ids, maxNewTokens, sample, onToken = null, withTrace = false) {
+  generate(ids, maxNewTokens, sample) {
+    const out = ids.slice();
+    for (const step of this.decode(ids, maxNewTokens, sample)) out.push(step.id);
+    return out;
+  }
+
+  // The same loop one token at a time, for a page that draws as it goes: yields {id, logits,
+  // trace} per new token, where logits (overwritten by the next step) and trace are those of
+  // the forward pass that chose `id`, whose query is the token before it. Prefill included.
+  *decode(ids, maxNewTokens, sample, withTrace = false) {
     const total = ids.length + maxNewTokens, c = this.config;
     if (ids.length === 0) throw new Error("the prompt is empty: give at least one token");
     if (total > c.max_position_embeddings)
       throw new Error(`prompt (${ids.length} tokens) + maxNewTokens (${maxNewTokens}) exceeds the context (${c.max_position_embeddings})`);
-    const cache = this.newKVCache(total), out = ids.slice();
-    let logits;
-    for (let i = 0; i < ids.length; i++) logits = this.forward(ids[i], cache);
+    const cache = this.newKVCache(total);
+    let logits, trace = null;
+    for (let i = 0; i < ids.length; i++) {
+      trace = withTrace && i === ids.length - 1 ? {} : null;
+      logits = this.forward(ids[i], cache, trace);
+    }
     for (let n = 0; n < maxNewTokens; n++) {
       const id = sample(logits);
-      out.push(id);
-      const trace = withTrace ? {} : null;
-      if (n < maxNewTokens - 1 || trace) logits = this.forward(id, cache, trace);
-      if (onToken) onToken(id, trace);
+      yield { id, logits, trace };
+      if (n === maxNewTokens - 1) break; // the last token's own forward pass is not needed
+      trace = withTrace ? {} : null;
+      logits = this.forward(id, cache, trace);
     }
-    return out;
   }
 }
 
