@@ -79,8 +79,8 @@ def ship(run_dir: Path, tokenizer, validation: ValidationSet, stories: list[str]
         ids = tokenizer.encode_ordinary(" ".join(story.split()[:6]))
         same += greedy(fp32, ids, 40) == greedy(shipped, ids, 40)
     torch.manual_seed(0)
-    samples = [tokenizer.decode(p + greedy_or_sample(shipped, p)) for p in
-               (tokenizer.encode_ordinary(s) for s in SAMPLES)]
+    samples = [tokenizer.decode(p + greedy_or_sample(shipped, p)).split("<|endoftext|>")[0]  # one story
+               for p in (tokenizer.encode_ordinary(s) for s in SAMPLES)]
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     return dict(name=name, kind=kind, file=out.name, mb=out.stat().st_size / 1e6, sha256=sha256(out),
                 step=ckpt.step, total=sum(p.numel() for p in shipped.parameters()),
@@ -135,7 +135,8 @@ def readme(rows: list[dict], validation: ValidationSet, n_stories: int, files: d
               "The greedy check continues the first six words of each of the first validation stories "
               "by 40 tokens.", "", "Training commands:", "", "```bash"]
     lines += [COMMANDS[r["kind"]] for r in rows]
-    lines += ["```", "", "Sample stories (temperature 0.8, top-p 0.95, `torch.manual_seed(0)`):", ""]
+    lines += ["```", "", "Sample stories (temperature 0.8, top-p 0.95, `torch.manual_seed(0)`, up to 100 tokens, "
+              "cut at the first `<|endoftext|>`):", ""]
     for r in rows:
         lines += [f"**{r['name']}**", ""] + [f"> {' '.join(s.split())}" + "\n" for s in r["samples"]]
     lines += ["File sha256: " + ", ".join(f"`{r['file']}` {r['sha256']}" for r in rows), ""]
