@@ -62,3 +62,22 @@ def test_the_export_command_writes_a_training_checkpoints_model(tmp_path):
     ids = torch.randint(0, 64, (1, 12))
     with torch.no_grad():
         assert torch.equal(back(ids).logits, model(ids).logits)
+
+
+def test_the_shipped_models_load_fit_the_budget_and_are_the_ones_their_readme_describes():
+    import hashlib
+    import re
+
+    readme = (shipped.PRETRAINED_DIR / "README.md").read_text()
+    total = 0
+    for name in shipped.NAMES:
+        path = shipped.pretrained_path(name)
+        total += path.stat().st_size
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert f"`{path.name}` {digest}" in readme, f"{path.name} is not the file its README describes"
+        model = shipped.pretrained(name)
+        params = sum(p.numel() for p in model.parameters())
+        assert re.search(rf"\| {name} \| `{path.name}` \| [\d.]+ \| {params:,} \|", readme), name
+        ids = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=5, temperature=0.0)
+        assert ids.shape == (1, 8)
+    assert total <= 8_000_000  # the budget for both, as shipped
