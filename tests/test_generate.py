@@ -136,3 +136,9 @@ def test_flex_attention_decodes_with_the_ring_buffer():
         pieces += [model(tokens[:, t:t + 1], kv_cache=cache).logits for t in (12, 13)]
         pieces.append(model(tokens[:, 14:], kv_cache=cache).logits)
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_a_tiny_temperature_is_greedy_not_an_error():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.5, -1.0, 0.25]])
+    for temperature in (1e-45, 1e-30, 1e-6):
+        assert sample_next(logits, temperature).view(-1).tolist() == [1, 0]

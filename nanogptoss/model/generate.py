@@ -37,7 +37,9 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
 
 def _filtered_probs(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
     # the knobs are already checked: sample_next calls this once per generated token
-    logits = logits.float() / temperature
+    # shifted by the row's max first, so a tiny temperature sends the others to -inf, never inf - inf
+    logits = logits.float()
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
