@@ -32,6 +32,7 @@ from nanogptoss.book.export import export_model  # noqa: E402
 from nanogptoss.data.stories import ValidationSet, token_shards  # noqa: E402
 from nanogptoss.data.tokenizer import get_tokenizer  # noqa: E402
 from nanogptoss.files import write_text  # noqa: E402
+from nanogptoss.training.train import Run, evaluate  # noqa: E402
 from nanogptoss.weights.checkpoint import load_model  # noqa: E402
 from nanogptoss.weights.shipped import PRETRAINED_DIR, read_exported  # noqa: E402
 
@@ -55,12 +56,9 @@ def greedy(model, ids: list[int], n: int) -> list[int]:
     return out[0, len(ids):].tolist()
 
 
-@torch.no_grad()
-def score(model, validation: ValidationSet, batch_size: int = 32) -> float:
-    total = 0.0
-    for x, y in validation.batches(batch_size):
-        total += model(x, y).loss.double().item() * y.numel()
-    return validation.bits_per_byte(total / validation.n_tokens)
+def score(model, validation: ValidationSet) -> float:
+    """Bits per byte of the validation set, as training evaluates it (float32 on the CPU)."""
+    return validation.bits_per_byte(evaluate(model, validation, 32, Run(torch.device("cpu"), torch.float32)))
 
 
 def sha256(path: Path) -> str:
@@ -79,7 +77,7 @@ def ship(run_dir: Path, tokenizer, validation: ValidationSet, stories: list[str]
         ids = tokenizer.encode_ordinary(" ".join(story.split()[:6]))
         same += greedy(fp32, ids, 40) == greedy(shipped, ids, 40)
     torch.manual_seed(0)
-    samples = [tokenizer.decode(p + greedy_or_sample(shipped, p)).split("<|endoftext|>")[0]  # one story
+    samples = [tokenizer.decode(p + sample_story(shipped, p)).split("<|endoftext|>")[0]  # one story
                for p in (tokenizer.encode_ordinary(s) for s in SAMPLES)]
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     return dict(name=name, kind=kind, file=out.name, mb=out.stat().st_size / 1e6, sha256=sha256(out),
@@ -88,7 +86,7 @@ def ship(run_dir: Path, tokenizer, validation: ValidationSet, stories: list[str]
                 bpb_fp32=score(fp32, validation), summary=summary, samples=samples)
 
 
-def greedy_or_sample(model, ids: list[int]) -> list[int]:
+def sample_story(model, ids: list[int]) -> list[int]:
     """A story continued at temperature 0.8, top-p 0.95 (seeded before the call)."""
     out = model.generate(torch.tensor([ids]), max_new_tokens=100, temperature=0.8, top_p=0.95)
     return out[0, len(ids):].tolist()

@@ -32,22 +32,19 @@ def pretrained_path(name: str) -> Path:
 def read_exported(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
     """The model in a file written by `nanogptoss.book.export`, in eval mode, and its metadata."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     from ..model.transformer import GPT
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-    if meta.get("format") != "nanogptoss" or "config" not in meta:
-        raise ValueError(f"{path} was not written by nanogptoss.book.export (no nanogptoss config in it)")
-    model = GPT(GPTConfig(**json.loads(meta["config"])))
-    state = {name: tensor.float() for name, tensor in load_file(str(path)).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        if meta.get("format") != "nanogptoss" or "config" not in meta:
+            raise ValueError(f"{path} was not written by nanogptoss.book.export (no nanogptoss config in it)")
+        state = {name: f.get_tensor(name) for name in f.keys()}
+    model = GPT(GPTConfig(**json.loads(meta["config"])))  # ties the unembedding to the embedding if asked
+    missing, unexpected = model.load_state_dict(state, strict=False)  # copies fp16 into the float32 weights
     tied = {"unembedding.weight"} if model.config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:
         raise ValueError(f"{path}: missing weights {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
-    if tied:
-        model.unembedding.weight = model.embedding.weight
     return model.to(device=device, dtype=dtype).eval(), meta
 
 

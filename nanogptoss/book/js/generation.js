@@ -28,7 +28,7 @@ export function fullRows(layerTrace, query) {
 // What the explorer shows of one step: the token, where the query was, the model's top
 // candidates (softmax of its logits) and, per layer, full attention rows and the router's choice.
 export function describeStep(model, step, position, top = 5) {
-  const c = model.config, probs = softmax(step.logits);
+  const c = model.config, probs = M.nextTokenProbs(step.logits, 1); // the plain softmax
   const order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a]).slice(0, top);
   const query = position - 1; // the forward pass that chose this token read the one before it
   return {
@@ -39,14 +39,6 @@ export function describeStep(model, step, position, top = 5) {
       ...fullRows(t, query), experts: t.experts || null, weights: t.weights || null,
     })),
   };
-}
-
-function softmax(logits) {
-  let max = -Infinity, sum = 0;
-  for (const z of logits) if (z > max) max = z;
-  const p = Float64Array.from(logits, (z) => Math.exp(z - max));
-  for (const x of p) sum += x;
-  return Array.from(p, (x) => x / sum);
 }
 
 // Decode with the explorer's knobs, calling onStep(record) per token (false from it stops) and

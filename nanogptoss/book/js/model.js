@@ -440,7 +440,9 @@ function softmaxInPlace(x) {
 // top-p (drop a token when those ranked above it already reach top_p), then the softmax
 export function nextTokenProbs(logits, temperature, topK = null, topP = null, out = null) {
   const V = logits.length, l = out || new Float32Array(V);
-  for (let i = 0; i < V; i++) l[i] = Math.fround(logits[i] / temperature);
+  let max = -Infinity; // shifted by the max first, as in Python: a tiny temperature gives -inf, never NaN
+  for (let i = 0; i < V; i++) if (logits[i] > max) max = logits[i];
+  for (let i = 0; i < V; i++) l[i] = Math.fround(Math.fround(logits[i] - max) / temperature);
   if (topK !== null && topK < V) {
     const kth = Float32Array.from(l).sort()[V - topK];
     for (let i = 0; i < V; i++) if (l[i] < kth) l[i] = -Infinity;
